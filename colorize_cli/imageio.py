@@ -1,0 +1,162 @@
+"""Reading any photo a user may have into clean 8-bit RGB, and writing files atomically.
+
+Every stage reads images through `open_image` so that EXIF rotation, CMYK, palettes,
+transparency, 16-bit data and decompression bombs are handled once, the same way, with an
+`ImageError` whose message says what is wrong with which file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from colorize_cli.errors import UserError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+# Hasler-Suesstrunk colorfulness (0-255 scale) below which a photo counts as grayscale.
+# Their scale calls 0 "not colourful" and 15 "slightly colourful". Measured here: a
+# black-and-white photo saved as an RGB JPEG scores 0.0; the dullest of the 600 shared beach
+# photos 10.2 and of the 152 landscapes 8.7. A strongly toned (sepia) print scores like a
+# colour photo and is not caught by this measure.
+GRAYSCALE_COLORFULNESS = 8.0
+
+
+class ImageError(UserError):
+    """A file that cannot be used as a photo; the message names the file and the reason."""
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB: alpha composited on white, 16-bit and float scaled to 8-bit."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX ...
+
+
+def open_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """Fully decode an image file (or its bytes) into an upright 8-bit RGB image.
+
+    Raises ImageError for anything unusable: not an image, truncated data, dimensions past
+    Pillow's decompression-bomb limit, zero size.
+    """
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as img:
+                img.seek(0)  # first frame of an animation
+                img.load()  # decode everything now: truncation shows up here, not later
+                img = ImageOps.exif_transpose(img) or img
+                rgb = _flatten(img)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name}: dimensions past the decompression-bomb limit ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (unrecognised data)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: cannot decode ({e})") from None
+    if rgb.width == 0 or rgb.height == 0:
+        raise ImageError(f"{name}: image has zero size")
+    return rgb
+
+
+def to_gray(img: Image.Image) -> Image.Image:
+    """ITU-R BT.601 luma, exactly what Pillow's mode "L" computes."""
+    return img.convert("L")
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Hasler and Suesstrunk (2003) colorfulness of an RGB array, on the 0-255 scale."""
+    a = rgb.astype(np.float64)
+    if a.max() <= 1.0 and rgb.dtype != np.uint8:
+        a = a * 255.0
+    rg = a[..., 0] - a[..., 1]
+    yb = 0.5 * (a[..., 0] + a[..., 1]) - a[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def is_grayscale(img: Image.Image) -> bool:
+    """True for black-and-white or nearly so (see GRAYSCALE_COLORFULNESS); judged on a thumbnail."""
+    thumb = img.copy()
+    thumb.thumbnail((128, 128))
+    return colorfulness(np.asarray(thumb.convert("RGB"))) < GRAYSCALE_COLORFULNESS
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it is renamed over `path`.
+
+    A crash, Ctrl-C or full disk leaves the old file (or nothing) in place, never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_image(img: Image.Image, path: str | os.PathLike, format: str | None = None, **params) -> None:
+    """Save atomically; the format follows the suffix unless given."""
+    path = Path(path)
+    fmt = format or Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    if fmt == "JPEG" and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **params)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def list_images(root: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files under a folder (by suffix, hidden files skipped), sorted; a file is itself."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise UserError(f"{root}: no such file or folder")
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in root.glob(pattern)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )

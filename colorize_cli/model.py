@@ -1,0 +1,396 @@
+"""Everything that builds, loads or runs a network: the pix2pix U-Net generator, the PatchGAN
+discriminator, the colour encoding between photos and tensors, BatchNorm folding, and
+safetensors checkpoints. train, infer and evaluate all go through this one file.
+
+Conventions (the lecture notes behind the original project):
+- Every convolution is followed by BatchNorm *before* its activation (Ioffe and Szegedy place
+  BN on the pre-activation x = Wu + b, whose distribution is the "more Gaussian" one); the
+  bias of such a convolution is dropped because BN's beta replaces it. No BN on the first
+  encoder layer (it sees raw pixels) nor on the output layer (DCGAN practice).
+- At inference BN uses its running statistics, which makes it an affine map per channel;
+  `fold_batchnorm` merges it into the preceding convolution so it costs nothing.
+- Init as in DCGAN/pix2pix: conv weights N(0, 0.02), BN weights N(1, 0.02), all biases 0.
+
+Colour spaces (both scaled so every network input and output lies in [-1, 1]):
+- "lab" (default): input L*/50 - 1 (L* in [0, 100]); output a*/110, b*/110 through tanh
+  (sRGB's a*, b* lie within about [-86, 98] and [-108, 95]). The photo's own luminance is
+  kept; the network only supplies colour.
+- "rgb" (the original project): input gray/127.5 - 1, output R, G, B likewise.
+Either way `compose` finishes with `lock_luma`, so the 8-bit output's BT.601 luma (Pillow's
+mode "L") equals the gray input exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from colorize_cli.errors import UserError
+
+Space = Literal["lab", "rgb"]
+AB_SCALE = 110.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the networks (stored with every checkpoint)."""
+
+    size: int = 256  # training image size; the generator runs on any multiple of 2**depth
+    width: int = 64  # channels of the first layer (the original: 64)
+    space: Space = "lab"
+    depth: int = 0  # U-Net levels; 0 = so that the bottleneck is 2x2 at `size` (7 at 256 px)
+    dropout: float = 0.5  # in the innermost decoder blocks, training only
+    dropout_blocks: int = 3
+    d_layers: int = 4  # stride-2 layers in the PatchGAN: a 16x16 score map at 256 px
+
+    def __post_init__(self) -> None:
+        if self.space not in ("lab", "rgb"):
+            raise UserError(f"colour space must be 'lab' or 'rgb', not {self.space!r}")
+        if self.width < 1 or self.d_layers < 1:
+            raise UserError("width and d_layers must be positive")
+        if self.depth == 0:
+            if self.size < 4:
+                raise UserError(f"image size {self.size} is too small (at least 4 px)")
+            object.__setattr__(self, "depth", int(math.log2(self.size)) - 1)
+        check_size(self.size, self.depth)
+
+    @property
+    def in_channels(self) -> int:
+        return 1
+
+    @property
+    def out_channels(self) -> int:
+        return 2 if self.space == "lab" else 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"model config has unknown keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def check_size(size: int, depth: int) -> None:
+    """The U-Net halves the image `depth` times, so both sides must be multiples of 2**depth."""
+    step = 2**depth
+    if size < step or size % step:
+        raise UserError(f"image size {size} must be a positive multiple of {step} for a {depth}-level U-Net")
+
+
+# --- building blocks -------------------------------------------------------------------
+
+
+class ConvBlock(nn.Module):
+    """[2x upsample] -> conv -> [BatchNorm] -> activation -> [dropout]: one U-Net level."""
+
+    def __init__(self, cin: int, cout: int, *, down: bool, norm: bool, act: nn.Module,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.up = nn.Identity() if down else nn.Upsample(scale_factor=2, mode="nearest")
+        # Encoder: 4x4 stride 2 (halves exactly). Decoder: 3x3 stride 1 after the upsample.
+        k, s, p = (4, 2, 1) if down else (3, 1, 1)
+        self.conv = nn.Conv2d(cin, cout, k, s, p, bias=not norm)
+        self.norm = nn.BatchNorm2d(cout) if norm else nn.Identity()
+        self.act = act
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.act(self.norm(self.conv(self.up(x)))))
+
+
+class UNet(nn.Module):
+    """pix2pix generator: encoder of stride-2 convs, decoder of upsample+conv, skip connections.
+
+    Channels per level: w, 2w, 4w, 8w, 8w, ... (the original 7 levels at 256 px, w = 64,
+    bottleneck 2x2x512). Each decoder block's output is concatenated with the encoder
+    features of the same resolution, so fine detail (edges, texture) bypasses the bottleneck.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        chans = [w * min(2**i, 8) for i in range(cfg.depth)]
+        lrelu = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
+        self.down = nn.ModuleList(
+            ConvBlock(cin, cout, down=True, norm=i > 0, act=lrelu())
+            for i, (cin, cout) in enumerate(zip([cfg.in_channels] + chans[:-1], chans))
+        )
+        ups = []
+        cin = chans[-1]
+        for j, i in enumerate(range(cfg.depth - 2, -1, -1)):  # back up to level 0
+            drop = cfg.dropout if j < cfg.dropout_blocks else 0.0
+            ups.append(ConvBlock(cin, chans[i], down=False, norm=True, act=nn.ReLU(inplace=True), dropout=drop))
+            cin = 2 * chans[i]
+        self.up = nn.ModuleList(ups)
+        self.out = ConvBlock(cin, cfg.out_channels, down=False, norm=False, act=nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        skips.pop()  # the bottleneck itself
+        for block in self.up:
+            x = torch.cat([block(x), skips.pop()], dim=1)
+        return self.out(x)
+
+
+def receptive_field(d_layers: int) -> int:
+    """Pixels each PatchGAN score sees: 4x4 stride-2 layers, then a 3x3 stride-1 layer.
+
+    Going back from one output pixel, a k x k layer with stride s maps r to (r - 1) * s + k:
+    3 -> 8 -> 18 -> 38 -> 78, so 78x78 px patches for the default 4 layers.
+    """
+    r = 3
+    for _ in range(d_layers):
+        r = (r - 1) * 2 + 4
+    return r
+
+
+class PatchGAN(nn.Module):
+    """Markovian discriminator: scores every overlapping patch of (condition, colour) as real/fake.
+
+    With d_layers stride-2 layers a 256 px input gives a (256 / 2**d_layers)^2 map (16x16 for
+    the default 4, as in the original project); each score sees `receptive_field(d_layers)`
+    pixels (78 px for 4 layers). Outputs raw logits; the loss decides how they are read.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w = cfg.width
+        chans = [w * min(2**i, 8) for i in range(cfg.d_layers)]
+        cin = cfg.in_channels + cfg.out_channels
+        layers: list[nn.Module] = []
+        for i, cout in enumerate(chans):
+            layers.append(ConvBlock(cin, cout, down=True, norm=i > 0, act=nn.LeakyReLU(0.2, inplace=True)))
+            cin = cout
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(cin, 1, 3, 1, 1)
+
+    def forward(self, cond: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(torch.cat([cond, color], dim=1)))
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN/pix2pix init: conv N(0, 0.02), BN weight N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def build(cfg: ModelConfig) -> tuple[UNet, PatchGAN]:
+    g, d = UNet(cfg), PatchGAN(cfg)
+    init_weights(g)
+    init_weights(d)
+    return g, d
+
+
+@torch.no_grad()
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """A copy of an eval-mode network with every conv->BN pair merged into the conv.
+
+    BN at inference is y = gamma * (x - E[x]) / sqrt(Var + eps) + beta: per channel a scale
+    gamma / sqrt(Var + eps) applied to the conv's weights, and a shift beta - scale * E[x]
+    added to its bias.
+    """
+    net = copy.deepcopy(net).eval()
+    for block in net.modules():
+        if isinstance(block, ConvBlock) and isinstance(block.norm, nn.BatchNorm2d):
+            conv, bn = block.conv, block.norm
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                              conv.padding, bias=True).to(conv.weight.device, conv.weight.dtype)
+            fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+            fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
+            block.conv, block.norm = fused, nn.Identity()
+    return net
+
+
+# --- colour encoding -------------------------------------------------------------------
+# sRGB <-> CIELAB (D65), in torch so that training on a GPU never leaves the device.
+
+_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
+                         [0.212671, 0.715160, 0.072169],
+                         [0.019334, 0.119193, 0.950227]])
+_WHITE = torch.tensor([0.950456, 1.0, 1.088754])
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
+
+
+def _to_linear(c: torch.Tensor) -> torch.Tensor:
+    return torch.where(c > 0.04045, ((c + 0.055) / 1.055).clamp_min(0) ** 2.4, c / 12.92)
+
+
+def _to_srgb(c: torch.Tensor) -> torch.Tensor:
+    return torch.where(c > 0.0031308, 1.055 * c.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * c)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) sRGB in [0, 1] -> L* in [0, 100], a*, b*."""
+    m, white = _RGB2XYZ.to(rgb), _WHITE.to(rgb)
+    xyz = torch.einsum("ij,njhw->nihw", m, _to_linear(rgb)) / white.reshape(1, 3, 1, 1)
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    fx, fy, fz = f.unbind(1)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Inverse of rgb_to_lab; out-of-gamut colours come back outside [0, 1] (not clipped)."""
+    L, a, b = lab.unbind(1)
+    fy = (L + 16) / 116
+    f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=1)
+    xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / 7.787) * _WHITE.to(lab).reshape(1, 3, 1, 1)
+    return _to_srgb(torch.einsum("ij,njhw->nihw", torch.linalg.inv(_RGB2XYZ).to(lab), xyz))
+
+
+def gray_to_lightness(gray: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) gray in [0, 1] -> L* of the neutral colour (g, g, g)."""
+    y = _to_linear(gray)
+    return torch.where(y > 0.008856, 116 * y.clamp_min(1e-12) ** (1 / 3) - 16, 903.3 * y)
+
+
+def encode_input(gray: torch.Tensor, space: Space) -> torch.Tensor:
+    """Network input in [-1, 1] from gray in [0, 1], shape (N, 1, H, W)."""
+    return gray_to_lightness(gray) / 50 - 1 if space == "lab" else gray * 2 - 1
+
+
+def encode_target(rgb: torch.Tensor, space: Space) -> torch.Tensor:
+    """What the generator should output for a real colour photo (N, 3, H, W) in [0, 1]."""
+    return rgb_to_lab(rgb)[:, 1:] / AB_SCALE if space == "lab" else rgb * 2 - 1
+
+
+def decode_output(gray: torch.Tensor, out: torch.Tensor, space: Space) -> torch.Tensor:
+    """Generator output (any resolution) + gray (N, 1, H, W) -> RGB in [0, 1], luma = gray.
+
+    The predicted colour is resized to the gray image's size, so a network run at a small
+    working size still yields a full-resolution photo: its detail comes from the gray image.
+    """
+    if out.shape[-2:] != gray.shape[-2:]:
+        out = F.interpolate(out, size=gray.shape[-2:], mode="bilinear", align_corners=False)
+    if space == "lab":
+        rgb = lab_to_rgb(torch.cat([gray_to_lightness(gray), out * AB_SCALE], dim=1))
+    else:
+        rgb = (out + 1) / 2
+    return lock_luma(rgb, gray)
+
+
+def lock_luma(rgb: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
+    """Give `rgb` exactly the BT.601 luma `gray`, keeping its colour where the gamut allows.
+
+    Adding the same amount to R, G and B moves luma by that amount (the weights sum to 1);
+    then, where a channel leaves [0, 1], the colour is pulled toward the neutral (g, g, g)
+    just enough to fit, which leaves luma unchanged.
+    """
+    w = torch.tensor(_LUMA).to(rgb).reshape(1, 3, 1, 1)
+    rgb = rgb + (gray - (rgb * w).sum(1, keepdim=True))
+    chroma = rgb - gray
+    # Largest t in [0, 1] with gray + t * chroma inside [0, 1] for every channel.
+    room = torch.where(chroma > 0, (1 - gray) / chroma.clamp_min(1e-12),
+                       torch.where(chroma < 0, gray / (-chroma).clamp_min(1e-12), torch.ones_like(chroma)))
+    t = room.amin(1, keepdim=True).clamp(0, 1)
+    return (gray + t * chroma).clamp(0, 1)
+
+
+def to_uint8_exact(rgb: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    """Quantize (H, W, 3) float RGB in [0, 1] to uint8 whose Pillow "L" equals `gray` (uint8).
+
+    Pillow computes L = (19595 R + 38470 G + 7471 B + 32768) >> 16; the three weights sum to
+    65536, so adding d to all three channels moves L by exactly d. Pixels that still miss
+    (a channel pinned at 0 or 255) fall back to the neutral (g, g, g), which is always exact.
+    """
+    out = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.int32)
+    g = gray.astype(np.int32)
+    for _ in range(2):
+        luma = (19595 * out[..., 0] + 38470 * out[..., 1] + 7471 * out[..., 2] + 32768) >> 16
+        out = np.clip(out + (g - luma)[..., None], 0, 255)
+    luma = (19595 * out[..., 0] + 38470 * out[..., 1] + 7471 * out[..., 2] + 32768) >> 16
+    miss = luma != g
+    out[miss] = g[miss][:, None]
+    return out.astype(np.uint8)
+
+
+# --- checkpoints: safetensors + JSON, never pickle ----------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], cfg: ModelConfig,
+                    extra: dict | None = None) -> None:
+    """Write tensors atomically as safetensors; the model config (and `extra`, JSON-able)
+    travel in the file's metadata so a lone .safetensors file can always be rebuilt."""
+    from safetensors.torch import save_file
+
+    from colorize_cli.imageio import atomic_path
+
+    meta = {"format": "colorize", "config": json.dumps(cfg.to_dict())}
+    if extra is not None:
+        meta["extra"] = json.dumps(extra)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
+    """Read a safetensors checkpoint: (tensors, model config, extra). Anything else, pickles
+    included, is refused with a clear error and never executed."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise UserError(f"{path}: is a pickle/torch.save file; only safetensors checkpoints are loaded (nothing in it was run)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a valid safetensors checkpoint ({e})") from None
+    if "config" not in meta:
+        raise UserError(f"{path}: safetensors file without a colorize model config")
+    try:
+        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
+        extra = json.loads(meta.get("extra", "{}"))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise UserError(f"{path}: unreadable model config ({e})") from None
+    return tensors, cfg, extra
+
+
+def load_state(net: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str | os.PathLike) -> None:
+    """Load `prefix.*` tensors into `net`; a mismatch is a clear error, not a shape traceback."""
+    state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    bad = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or bad:
+        what = f"missing {missing[:3]}" if missing else f"shape of {bad[0]} is {tuple(state[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}"
+        raise UserError(f"{source}: checkpoint does not match the network its config describes ({what})")
+    net.load_state_dict({k: state[k].to(own[k].dtype) for k in own})
+
+
+def load_generator(path: str | os.PathLike) -> tuple[UNet, ModelConfig]:
+    """The eval-mode generator from a checkpoint file (weights under `generator.`)."""
+    tensors, cfg, _ = load_checkpoint(path)
+    g = UNet(cfg)
+    load_state(g, tensors, "generator", path)
+    return g.eval(), cfg
