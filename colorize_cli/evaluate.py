@@ -1,0 +1,335 @@
+"""Numerical evaluation: how far colorized photos are from the real ones, next to the gray baseline.
+
+Two sources of (prediction, truth) pairs:
+- `compare_folders(PRED, TRUTH)`: two folders matched by file stem (what `colorize infer`
+  wrote next to the originals);
+- `evaluate_model(DATA/test, model)`: A|B pair images from `colorize prep` (colour A on the
+  left, its gray B on the right, the pix2pix aligned layout), B colorized by the model.
+
+Every image is scored with `metrics.score`, and so is the gray baseline (the gray photo
+itself, as RGB, against the truth): a colorizer that does not beat gray has learned nothing,
+and every number needs that reference to be read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from colorize_cli import metrics, prep, votes
+from colorize_cli.errors import UserError
+from colorize_cli.imageio import ImageError, atomic_path, list_images, open_image, to_gray
+
+# (key in metrics.score, label, +1 higher is better / -1 lower is better / 0 neither)
+METRICS: tuple[tuple[str, str, int], ...] = (
+    ("mae", "MAE (RGB 0-1)", -1),
+    ("mse", "MSE (RGB 0-1)", -1),
+    ("psnr", "PSNR (dB)", +1),
+    ("ssim", "SSIM", +1),
+    ("ciede2000", "CIEDE2000 (mean)", -1),
+    ("colorfulness", "colorfulness", 0),
+    ("colorfulness_ratio", "colorfulness / truth", 0),
+)
+_FORMATS = {"mae": ".4f", "mse": ".4f", "psnr": ".2f", "ssim": ".4f", "ciede2000": ".2f",
+            "colorfulness": ".1f", "colorfulness_truth": ".1f", "colorfulness_ratio": ".2f"}
+SCORE_KEYS = tuple(k for k, _, _ in METRICS) + ("colorfulness_truth",)
+# Skipped images listed on the terminal; a truth folder much larger than the predictions
+# would otherwise print a line for every photo without a prediction.
+SHOW_SKIPPED = 10
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """One image's scores: the model's prediction and the gray baseline, both against the truth."""
+
+    name: str
+    width: int
+    height: int
+    fitted: bool  # the truth was cropped/resized to the prediction's size
+    model: dict[str, float]
+    gray: dict[str, float]
+
+
+@dataclass
+class Evaluation:
+    """The per-image scores of one run, and the images that could not be scored, with why."""
+
+    kind: str  # "folders" or "model": says which of `source`'s keys are set
+    source: dict[str, str]
+    scores: list[ImageScore] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """{"model"|"gray": {"mean"|"median": {metric: value}}}; NaN values are left out of
+        both statistics (SSIM of images under 3 px, the ratio when the truth has no colour)."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for side in ("model", "gray"):
+            cols = {k: np.array([getattr(s, side)[k] for s in self.scores], dtype=np.float64) for k in SCORE_KEYS}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column is NaN, no warning
+                out[side] = {
+                    "mean": {k: _nan_stat(np.nanmean, v) for k, v in cols.items()},
+                    "median": {k: _nan_stat(np.nanmedian, v) for k, v in cols.items()},
+                }
+        return out
+
+    def to_json(self) -> dict:
+        """Machine-readable summary; NaN and infinite values (PSNR of identical images) are null."""
+        return _json_safe({
+            "kind": self.kind,
+            **self.source,
+            "images": len(self.scores),
+            "fitted": sum(s.fitted for s in self.scores),
+            "skipped": [{"image": n, "reason": r} for n, r in self.skipped],
+            **self.summary(),
+        })
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        """One row per scored image: model metrics, then the gray baseline's (`gray_` prefix)."""
+        model_keys = [k for k, _, _ in METRICS] + ["colorfulness_truth"]
+        gray_keys = [k for k, _, _ in METRICS]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "width", "height", "fitted", *model_keys, *(f"gray_{k}" for k in gray_keys)])
+            for s in self.scores:
+                w.writerow([s.name, s.width, s.height, int(s.fitted),
+                            *(_num(s.model[k]) for k in model_keys), *(_num(s.gray[k]) for k in gray_keys)])
+
+    def table(self) -> Table:
+        """Model next to the gray baseline, mean and median; the better mean is in bold."""
+        summ = self.summary()
+        title = f"{len(self.scores)} image{'s' * (len(self.scores) != 1)}"
+        if self.skipped:
+            title += f" ({len(self.skipped)} skipped)"
+        t = Table(title=title, title_justify="left")
+        t.add_column("metric")
+        for head in ("model mean", "model median", "gray mean", "gray median"):
+            t.add_column(head, justify="right")
+        for key, label, better in METRICS:
+            m, g = summ["model"]["mean"][key], summ["gray"]["mean"][key]
+            cells = [_fmt(key, m), _fmt(key, summ["model"]["median"][key]),
+                     _fmt(key, g), _fmt(key, summ["gray"]["median"][key])]
+            if better and not (math.isnan(m) or math.isnan(g)) and m != g:
+                win = 0 if (m - g) * better > 0 else 2
+                cells[win] = f"[bold]{cells[win]}[/bold]"
+            arrow = {1: " ↑", -1: " ↓", 0: ""}[better]
+            t.add_row(label + arrow, *cells)
+        truth = summ["model"]
+        t.add_row("colorfulness of truth", _fmt("colorfulness", truth["mean"]["colorfulness_truth"]),
+                  _fmt("colorfulness", truth["median"]["colorfulness_truth"]), "", "")
+        return t
+
+
+def _nan_stat(fn: Callable[[np.ndarray], float], v: np.ndarray) -> float:
+    return float(fn(v)) if v.size else float("nan")
+
+
+def _num(v: float) -> str:
+    return format(v, ".8g")
+
+
+def _fmt(key: str, v: float) -> str:
+    return "-" if math.isnan(v) else format(v, _FORMATS[key])
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+# --- scoring ---------------------------------------------------------------------------
+
+
+def _array(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def fit_to(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The truth at the prediction's size as prep makes it (`--fit crop`: centred crop, then
+    Lanczos resize), so original photos can be the truth for predictions made from prep's
+    pairs; a non-square size gets the same treatment at that aspect ratio."""
+    if img.size == size:
+        return img
+    if size[0] == size[1]:
+        return prep.fit_image(img, size[0], "crop")
+    return ImageOps.fit(img, size, method=prep.RESAMPLE)
+
+
+def score_pair(name: str, pred: Image.Image, truth: Image.Image, gray: Image.Image | None = None) -> ImageScore:
+    """Score a prediction and the gray baseline against the truth (fitted to the prediction's
+    size if they differ). `gray` is the gray input when known (A|B pairs), else the truth's."""
+    fitted = truth.size != pred.size
+    truth = fit_to(truth, pred.size)
+    if gray is None or gray.size != pred.size:
+        gray = to_gray(truth)
+    t = _array(truth)
+    return ImageScore(name=name, width=pred.width, height=pred.height, fitted=fitted,
+                      model=metrics.score(_array(pred), t), gray=metrics.score(_array(gray), t))
+
+
+def _progress(total: int, what: str) -> Progress:
+    err = Console(stderr=True)
+    p = Progress(TextColumn(f"[bold]{what}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                 console=err, transient=True, disable=not err.is_terminal)  # no stray lines in logs
+    p.add_task(what, total=total)
+    return p
+
+
+def _with_progress(items: list, what: str) -> Iterator:
+    with _progress(len(items), what) as p:
+        for item in items:
+            yield item
+            p.advance(p.task_ids[0])
+
+
+def _by_stem(folder: Path, ev: Evaluation, side: str) -> tuple[dict[str, Path], set[str]]:
+    """Images of a folder keyed by file stem, and the stems held by several files (ambiguous:
+    reported as skipped here, and not again as missing from the other side)."""
+    groups: dict[str, list[Path]] = {}
+    for p in list_images(folder):
+        groups.setdefault(p.stem, []).append(p)
+    unique, ambiguous = {}, set()
+    for stem, paths in groups.items():
+        if len(paths) > 1:
+            ev.skipped.append((stem, f"several {side} files with this name: {', '.join(p.name for p in paths)}"))
+            ambiguous.add(stem)
+        else:
+            unique[stem] = paths[0]
+    return unique, ambiguous
+
+
+def compare_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike) -> Evaluation:
+    """Score every prediction in `pred_dir` against the truth image with the same file stem."""
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    for d, what in ((pred_dir, "prediction"), (truth_dir, "truth")):
+        if not d.is_dir():
+            raise UserError(f"{d}: no such {what} folder")
+    ev = Evaluation(kind="folders", source={"predictions": str(pred_dir), "truth": str(truth_dir)})
+    (preds, pred_amb), (truths, truth_amb) = _by_stem(pred_dir, ev, "prediction"), _by_stem(truth_dir, ev, "truth")
+    if not preds and not pred_amb:
+        raise UserError(f"{pred_dir}: no images in this folder")
+    for stem in sorted(preds.keys() - truths.keys() - truth_amb):
+        ev.skipped.append((stem, f"no truth image named {stem}.* in {truth_dir}"))
+    for stem in sorted(truths.keys() - preds.keys() - pred_amb):
+        ev.skipped.append((stem, f"no prediction named {stem}.* in {pred_dir}"))
+    common = sorted(preds.keys() & truths.keys())
+    if not common:
+        raise UserError(f"no file names in common between {pred_dir} and {truth_dir} (images are matched by name without suffix)")
+    for stem in _with_progress(common, "scoring"):
+        try:
+            pred, truth = open_image(preds[stem]), open_image(truths[stem])
+        except ImageError as e:
+            ev.skipped.append((stem, str(e)))
+            continue
+        ev.scores.append(score_pair(stem, pred, truth))
+    return ev
+
+
+def split_pair(img: Image.Image, path: Path) -> tuple[Image.Image, Image.Image]:
+    """An A|B pair image (2*size x size) -> (colour A, gray B)."""
+    w, h = img.size
+    if w != 2 * h:
+        raise ImageError(f"{path}: {w}x{h} is not an A|B pair (expected width = 2 x height)")
+    return img.crop((0, 0, h, h)), to_gray(img.crop((h, 0, w, h)))
+
+
+def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None, device: str = "auto") -> Evaluation:
+    """Colorize the gray half of every A|B pair in `data_dir` and score it against the colour half.
+
+    `model`: a run folder or .safetensors checkpoint; None for the bundled model.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: no such folder")
+    paths = list_images(data_dir)
+    if not paths:
+        hint = f" (did you mean {data_dir / 'test'}?)" if (data_dir / "test").is_dir() else ""
+        raise UserError(f"{data_dir}: no images in this folder{hint}")
+    from colorize_cli import infer  # torch loads only once a model is needed
+
+    colorizer = infer.Colorizer.load(model, device=device)
+    ev = Evaluation(kind="model", source={"data": str(data_dir), "checkpoint": colorizer.source})
+    batch: list[tuple[str, Image.Image, Image.Image]] = []  # (name, truth, gray)
+
+    def flush() -> None:
+        outs = colorizer.colorize_batch([gray for _, _, gray in batch])
+        ev.scores.extend(score_pair(name, out, truth, gray) for (name, truth, gray), out in zip(batch, outs))
+        batch.clear()
+
+    for path in _with_progress(paths, "colorizing"):
+        try:
+            truth, gray = split_pair(open_image(path), path)
+        except ImageError as e:
+            ev.skipped.append((path.stem, str(e)))
+            continue
+        if min(gray.size) < infer.MIN_SIDE:
+            ev.skipped.append((path.stem, f"{path}: {gray.width} px pairs are too small to colorize (at least {infer.MIN_SIDE})"))
+            continue
+        batch.append((path.stem, truth, gray))
+        if len(batch) == colorizer.batch_size:
+            flush()
+    if batch:
+        flush()
+    return ev
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def report(ev: Evaluation, csv_path: Path | None, as_json: bool) -> None:
+    """Skipped images and notes to stderr; the table, or JSON with `as_json`, to stdout."""
+    out, err = Console(highlight=False), Console(stderr=True, highlight=False)
+    for name, reason in ev.skipped[:SHOW_SKIPPED]:
+        err.print(f"[yellow]skipped[/yellow] {escape(name)}: {escape(reason)}", soft_wrap=True)
+    if len(ev.skipped) > SHOW_SKIPPED:
+        err.print(f"[yellow]skipped[/yellow] {len(ev.skipped) - SHOW_SKIPPED} more (--json lists them all)")
+    if not ev.scores:
+        raise UserError("no image could be scored (see the reasons above)")
+    if csv_path is not None:
+        ev.write_csv(csv_path)
+        err.print(f"per-image scores written to {escape(str(csv_path))} ({len(ev.scores)} rows)", soft_wrap=True)
+    if as_json:
+        print(json.dumps(ev.to_json(), indent=2, allow_nan=False))
+        return
+    out.print(ev.table())
+    fitted = sum(s.fitted for s in ev.scores)
+    if fitted:
+        out.print(f"{fitted} truth image(s) of another size were fitted to the prediction (centre crop, resize).")
+    out.print("gray: the gray photo itself as the prediction.  ↑/↓: higher/lower is better.")
+
+
+def run(target: Path, *, truth: Path | None, model: Path | None, device: str, csv_path: Path | None,
+        as_json: bool, top: int) -> None:
+    """`colorize evaluate TARGET`: a .csv (or .tsv) file is a table of perceptual votes; a folder is scored
+    against `truth` or, without it, taken as A|B pairs and run through the model."""
+    if target.suffix.lower() in (".csv", ".tsv"):
+        if truth is not None or model is not None or csv_path is not None:
+            raise UserError(f"{target}: --truth, --model and --csv apply to image folders, not to a votes file")
+        votes.report(target, as_json=as_json, top=top)
+        return
+    if not target.exists():
+        raise UserError(f"{target}: no such file or folder")
+    if not target.is_dir():
+        raise UserError(f"{target}: expected a folder of images or a .csv file of votes")
+    if truth is not None and model is not None:
+        raise UserError("give --truth (compare two folders) or --model (run a model on A|B pairs), not both")
+    ev = compare_folders(target, truth) if truth is not None else evaluate_model(target, model, device)
+    report(ev, csv_path, as_json)
