@@ -28,4 +28,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-[ "$#" -gt 0 ] && exec "$@"
+# The survey's browser test drives Debian's Chromium through Playwright (never `playwright install`).
+if [ -n "$extras" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup.sh: installing Debian's chromium for the survey's browser test" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null \
+      || echo "setup.sh: warning: installing chromium failed; the survey's browser test cannot run" >&2
+  else
+    echo "setup.sh: note: /usr/bin/chromium is missing, so the survey's browser test will be skipped (apt-get install chromium)" >&2
+  fi
+fi
+
+if [ "$#" -gt 0 ]; then exec "$@"; fi

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -41,6 +41,255 @@ def _root(
 
 
 # --- commands: one function per subcommand, each delegating to its stage module ----------
+
+
+@app.command()
+def crawl(
+    keyword: Annotated[str, typer.Argument(help="What to search for; also names the folder (OUT/<keyword-slug>/).")],
+    num: Annotated[int, typer.Option("-n", "--num", min=1, help="Usable images wanted in the folder (re-runs top up to it).")] = 125,
+    out: Annotated[Path, typer.Option("--out", help="Parent folder; images go to OUT/<keyword-slug>/.")] = Path("data/raw"),
+    engine: Annotated[Optional[Literal["bing", "baidu", "google", "flickr", "urls"]], typer.Option(
+        "--engine", help="Where URLs come from [default: bing, or urls when --urls is given].")] = None,
+    urls: Annotated[Optional[Path], typer.Option("--urls", metavar="FILE", help="Text file, one image URL a line (--engine urls).")] = None,
+    min_size: Annotated[int, typer.Option("--min-size", min=1, help="Smallest accepted short side, in pixels.")] = 256,
+    threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Parallel downloads.")] = 4,
+    license_: Annotated[Literal["any", "cc", "public-domain", "commercial", "commercial-modify"], typer.Option(
+        "--license", help="Usage rights asked of the engine (bing, google, flickr).")] = "any",
+    photos_only: Annotated[bool, typer.Option("--photos-only/--any-type",
+                                              help="Ask the engine for photos only (no clip art, drawings, animations).")] = True,
+    max_bytes: Annotated[str, typer.Option("--max-bytes", metavar="SIZE", help="Largest download, e.g. 500K, 20M.")] = "20M",
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds per download, redirects and retries included.")] = 20.0,
+    flickr_key: Annotated[Optional[str], typer.Option("--flickr-key", envvar="FLICKR_APIKEY", show_envvar=True,
+                                                      help="Flickr API key (--engine flickr).")] = None,
+) -> None:
+    """Download N usable color photos of KEYWORD into OUT/<keyword-slug>/.
+    It asks the engine until the folder holds N or the engine runs dry; re-runs top up.
+    manifest.csv there lists every URL tried: kept, or the reason it was rejected.
+
+    Rejected, counted by reason (manifest status):
+    download-failed  HTTP error, redirect off http(s), no connection
+    timeout          slower than --timeout
+    too-many-bytes   larger than --max-bytes
+    not-decodable    truncated, not an image, HTML served as .jpg
+    too-many-pixels  past Pillow's decompression-bomb limit
+    too-small        short side under --min-size
+    grayscale        colorfulness (Hasler-Suesstrunk, 0-255) under 8
+    duplicate        same sha256 as a kept image
+    near-duplicate   DCT perceptual hash within 8 of 63 bits of a kept one
+
+    Exit code 0 when the folder holds at least one usable image, 1 when none."""
+    from colorize_cli.crawl import CrawlConfig, Engine, License, parse_size, print_report, run, shortfall
+
+    cfg = CrawlConfig(keyword=keyword, num=num, out=out, engine=Engine(engine or ("urls" if urls else "bing")),
+                      urls_file=urls, min_size=min_size, threads=threads, license=License(license_),
+                      photos_only=photos_only, max_bytes=parse_size(max_bytes), timeout=timeout, flickr_key=flickr_key)
+    report = run(cfg, console)
+    print_report(report, Console(highlight=False), console)
+    if report.kept_total == 0:
+        raise UserError(f"no usable images for {keyword!r}: {shortfall(report)}")
+
+
+@app.command()
+def evaluate(
+    target: Annotated[Path, typer.Argument(help="A folder of predictions (with --truth), a folder of A|B test pairs "
+                                                "(run through --model), or a .csv/.tsv file of perceptual votes.")],
+    truth: Annotated[Optional[Path], typer.Option("--truth", help="Folder of real photos, matched to TARGET's by file name.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Run folder or .safetensors checkpoint (default: the bundled model).")] = None,
+    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the model runs (A|B pairs).")] = "auto",
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write per-image scores to this CSV file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary to stdout instead of tables.")] = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Votes: how many of the most fooling images to list.")] = 5,
+) -> None:
+    """Score colorized photos against the real ones (next to the gray baseline), or summarise the
+    votes of a real-or-fake perceptual study: fooling rate, confidence interval, binomial test,
+    Fleiss' kappa."""
+    from colorize_cli.evaluate import run
+
+    run(target, truth=truth, model=model, device=device, csv_path=csv, as_json=as_json, top=top)
+
+
+@app.command()
+def prep(
+    src: Annotated[Path, typer.Argument(help="Folder of color photos (JPEG, PNG, WebP, BMP, TIFF, GIF) or one file.")],
+    dest: Annotated[Path, typer.Argument(help="Data set folder: DEST/train/*.png, DEST/test/*.png, DEST/prep.csv.")],
+    size: Annotated[int, typer.Option("--size", min=1, help="Side of each half of a pair, in pixels.")] = 256,
+    fit: Annotated[Literal["crop", "pad", "stretch"], typer.Option(
+        "--fit", help="Making a square: crop the centre, pad with black bars, or stretch (distorts).")] = "crop",
+    test_fraction: Annotated[float, typer.Option("--test-fraction", min=0.0, max=1.0,
+                                                 help="Share of the photos held out in DEST/test.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="Which photos go to test (same seed, same split).")] = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel threads (default: one per CPU).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Remake pairs that are already there (the split is kept).")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also read photos in SRC's subfolders.")] = False,
+) -> None:
+    """Make a pix2pix "aligned" data set: each photo becomes one 2*size x size PNG, color (A)
+    left and BT.601 grayscale (B) right, split exactly and stably into train and test."""
+    from colorize_cli.prep import PrepConfig, default_workers, run_prep, summary_table
+
+    cfg = PrepConfig(size=size, fit=fit, test_fraction=test_fraction, seed=seed,
+                     workers=workers or default_workers(), force=force, recursive=recursive)
+    report = run_prep(src, dest, cfg, console)
+    Console(highlight=False).print(summary_table(report, dest))
+
+
+@app.command()
+def train(
+    data: Annotated[Optional[Path], typer.Argument(help="A `colorize prep` output (DATA/train, DATA/test) or a folder of "
+                                                        "color photos (split as prep would). Optional with --resume.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="RUN", help="Run folder \\[default: runs/<date-time>].")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Passes over the training photos "
+                                                  "\\[default: 100; with --resume: the run's, or more to train on].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", min=1, help="Photos per step, per process \\[default: 16].")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=4, help="Training size in px, a multiple of 2^(U-Net levels) "
+                                                "\\[default: the prep output's own, else 256].")] = None,
+    space: Annotated[Optional[Literal["lab", "rgb"]], typer.Option(
+        "--space", help="lab: predict a*b*, keep the photo's lightness; rgb: predict R, G, B (the original) \\[default: lab].")] = None,
+    width: Annotated[Optional[int], typer.Option(
+        "--width", min=1, help="Channels of the first layer (the original: 64) \\[default: 64].")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate \\[default: 2e-4 for adam, 0.01 for sgd].")] = None,
+    optimizer: Annotated[Optional[Literal["adam", "sgd"]], typer.Option(
+        "--optimizer", help="adam (betas 0.5, 0.999) or plain sgd \\[default: adam].")] = None,
+    gan_loss: Annotated[Optional[Literal["lsgan", "vanilla"]], typer.Option(
+        "--gan-loss", help="lsgan: least squares (the original); vanilla: logistic \\[default: lsgan].")] = None,
+    l1_weight: Annotated[Optional[float], typer.Option(
+        "--l1-weight", min=0.0, help="Weight of L1 against the adversarial loss \\[default: 100].")] = None,
+    device: Annotated[Optional[Literal["auto", "cpu", "cuda", "mps"]], typer.Option(
+        "--device", help="Where to train \\[default: auto: cuda, else mps, else cpu].")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Initial weights, shuffling, flips, dropout \\[default: 0].")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        "--resume", metavar="RUN", help="Go on with a stopped run, exactly where it stopped.")] = None,
+    patience: Annotated[Optional[int], typer.Option(
+        "--patience", min=0, help="Stop after N epochs without a better test L1 \\[default: 0: never].")] = None,
+    preset: Annotated[Optional[Literal["seed"]], typer.Option(
+        "--preset", help="seed: the original recipe (rgb, batch size 1, lsgan + 100 x L1, 200 epochs); options given too win.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, help="CPU threads per process \\[default: all CPUs / processes].")] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (slow start, faster steps on GPUs).")] = False,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over all processes.")] = False,
+) -> None:
+    """Train the pix2pix colorizer (U-Net + PatchGAN) on DATA: RUN/metrics.csv, samples/, curves.png,
+    best.safetensors (lowest test L1) and last.safetensors. Ctrl-C saves and stops (exit code
+    130); --resume RUN goes on. Under `torchrun --nproc-per-node=N -m colorize_cli train ...`
+    it trains on N processes (GPUs: NCCL, CPUs: gloo)."""
+    from colorize_cli.train import configure, summary_table
+    from colorize_cli.train import train as run_train
+
+    given = dict(epochs=epochs, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
+                 gan_loss=gan_loss, l1_weight=l1_weight, device=device, seed=seed, patience=patience, threads=threads,
+                 compile=compile_ or None, sync_bn=sync_bn or None)
+    cfg = configure(None if data is None else str(data), None if out is None else str(out),
+                    None if resume is None else str(resume), preset, {k: v for k, v in given.items() if v is not None})
+    result = run_train(cfg, resume=resume is not None)
+    if not result.main:
+        return
+    if result.interrupted:
+        console.print(f"interrupted in epoch {result.epochs_done + 1} (after step {result.stopped_at}); saved "
+                      f"{escape(str(result.out / 'last.safetensors'))}. Go on with: colorize train --resume "
+                      f"{escape(str(result.out))}", soft_wrap=True)
+        raise typer.Exit(130)
+    Console(highlight=False).print(summary_table(result))
+
+
+@app.command()
+def infer(
+    src: Annotated[Path, typer.Argument(metavar="IN", help="A photo, or a folder of photos (JPEG, PNG, WebP, BMP, TIFF, GIF).")],
+    dest: Annotated[Path, typer.Argument(metavar="OUT", help="Output folder mirroring IN's names (or, for one photo, "
+                                                             "an output file name with an image suffix).")],
+    model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
+                                                  "(its best.safetensors) or a .safetensors checkpoint (default: the bundled beach model).")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size: the long side the network sees "
+                                                "(default: the model's training size). Output is always full size.")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also colorize photos in IN's subfolders.")] = False,
+    fmt: Annotated[Literal["png", "keep"], typer.Option("--format", help="png: lossless, luma exact; keep: the input's own format.")] = "png",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")] = False,
+    side: Annotated[bool, typer.Option("--side-by-side", help="Write gray | colorized (| original, for color inputs) instead.")] = False,
+    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the network runs.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per network pass.")] = 8,
+) -> None:
+    """Colorize photos at their full resolution (color photos are grayed first). Exit code 0 when
+    every photo was written, 1 when any was skipped (each is listed with its reason)."""
+    from colorize_cli.infer import InferOptions, run
+
+    opts = InferOptions(model=model, size=size, recursive=recursive, keep_format=fmt == "keep", overwrite=overwrite,
+                        side_by_side=side, device=device, batch_size=batch_size)
+    if run(src, dest, opts, console).failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the results (made if needed; only the demo's own files are replaced).")] = Path("demo"),
+    size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size (default: the model's).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N sample photos.")] = None,
+    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the network runs.")] = "auto",
+) -> None:
+    """Colorize scikit-image's sample photos with the bundled model (offline): writes OUT/index.html,
+    a contact sheet and the images, and prints PSNR, SSIM, CIEDE2000 and colorfulness next to gray."""
+    from colorize_cli.demo import run
+
+    run(out, size=size, limit=limit, device=device, console=console)
+
+
+class _BuildByDefault(typer.core.TyperGroup):
+    """`colorize survey DATA ...` is short for `colorize survey build DATA ...`: anything that
+    is not a subcommand name (or --help) gets `build` put in front of it."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["build", *args]
+        return super().parse_args(ctx, args)
+
+
+survey_app = typer.Typer(
+    cls=_BuildByDefault, no_args_is_help=True,
+    help="Real-or-colorized perceptual study: `colorize survey DATA/test --out study/` builds it "
+         "(same as `survey build`), `colorize survey serve study/` runs it and collects votes.csv.",
+)
+app.add_typer(survey_app, name="survey")
+
+
+@survey_app.command("build")
+def survey_build(
+    data: Annotated[Path, typer.Argument(help="Folder of A|B test pairs from `colorize prep` (DATA/test).")],
+    out: Annotated[Path, typer.Option("--out", help="New study folder (must not exist, or be empty).")],
+    model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run "
+                                                  "folder or a .safetensors checkpoint (default: the bundled model).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Scored trials (test photos).")] = 24,
+    exposure: Annotated[float, typer.Option("--exposure", help="Seconds both photos are shown.")] = 5.0,
+    seed: Annotated[int, typer.Option("--seed", help="Photo choice, trial order and sides (recorded in study.json).")] = 0,
+    practice: Annotated[int, typer.Option("--practice", min=0, help="Practice trials first, with feedback, not recorded.")] = 0,
+    vigilance: Annotated[int, typer.Option("--vigilance", min=0, help="Trials with an obviously wrong (hue-flipped) "
+                                                                      "photo, recorded in vigilance.csv.")] = 0,
+) -> None:
+    """Build a study folder from N colorized test photos.
+
+    The folder is self-contained (page, images, answer key; no network): each trial shows the
+    colorized and the real photo side by side for EXPOSURE seconds, hides them and asks which
+    was real."""
+    from colorize_cli.survey import SurveyConfig, build_study
+
+    cfg = SurveyConfig(n=n, exposure=exposure, seed=seed, practice=practice, vigilance=vigilance)
+    r = build_study(data, out, model, cfg, warn=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]", soft_wrap=True))
+    extra = "".join(f", {k} {w}" for k, w in ((r.vigilance, "vigilance"), (r.practice, "practice")) if k)
+    console.print(f"built {escape(str(r.out))}: {r.trials} trials{extra}, {exposure:g} s exposure"
+                  + (f"; {len(r.skipped)} files skipped" if r.skipped else ""), soft_wrap=True)
+    console.print(f"run it: colorize survey serve {escape(str(r.out))}   "
+                  f"(or open {escape(str(r.out / 'index.html'))} and collect the downloaded CSVs)", soft_wrap=True)
+
+
+@survey_app.command("serve")
+def survey_serve(
+    study: Annotated[Path, typer.Argument(help="A folder built by `colorize survey`.")],
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = 8000,
+) -> None:
+    """Serve a study on 127.0.0.1, appending answers to STUDY/votes.csv.
+
+    votes.csv is the long format `colorize evaluate` reads; vigilance answers go to
+    STUDY/vigilance.csv."""
+    from colorize_cli.survey import serve
+
+    serve(study, port, log=lambda m: console.print(escape(m), soft_wrap=True))
 
 
 def main(argv: list[str] | None = None) -> None:

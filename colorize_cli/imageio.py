@@ -8,6 +8,7 @@ transparency, 16-bit data and decompression bombs are handled once, the same way
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -76,7 +77,11 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
         raise ImageError(f"{name}: dimensions past the decompression-bomb limit ({e})") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image (unrecognised data)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except OSError as e:  # after UnidentifiedImageError, which is one
+        if e.errno is None:  # Pillow's decoders raise errno-less OSErrors for bad data
+            raise ImageError(f"{name}: cannot decode ({e})") from None
+        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None  # a symlink loop, an I/O error
+    except (SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
     if rgb.width == 0 or rgb.height == 0:
         raise ImageError(f"{name}: image has zero size")
@@ -113,22 +118,47 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+class WriteError(UserError):
+    """An output that cannot be written (read-only folder, disk full, ...): the message names
+    the file and the reason. Not an OSError on purpose: a batch stops at the first one rather
+    than failing the same way on every later file."""
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> WriteError:
+    """The one wording of a failed write; a full disk says so in plain words."""
+    reason = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = f"disk full: {reason}"
+    return WriteError(f"{path}: cannot write ({reason})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed over `path`.
 
     A crash, Ctrl-C or full disk leaves the old file (or nothing) in place, never half a file.
+    Any OSError on the way (making the folder, writing, renaming) becomes a WriteError naming
+    `path`, after the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file owner-only (0600); give it the permissions a normal write would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
 
 
@@ -149,14 +179,21 @@ def save_image(img: Image.Image, path: str | os.PathLike, format: str | None = N
 
 
 def list_images(root: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Image files under a folder (by suffix, hidden files skipped), sorted; a file is itself."""
+    """Image files under a folder (by suffix, hidden files skipped), sorted; a file is itself.
+
+    A link with an image suffix that leads nowhere (broken, or a loop) is listed too, so that
+    the command reading it names it with the reason instead of passing over it in silence.
+    """
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
+        if root.is_symlink():
+            raise UserError(f"{root}: a symbolic link that leads nowhere (broken, or a loop)")
         raise UserError(f"{root}: no such file or folder")
     pattern = "**/*" if recursive else "*"
     return sorted(
         p for p in root.glob(pattern)
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
     )

@@ -26,6 +26,7 @@ import copy
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -63,6 +64,9 @@ class ModelConfig:
                 raise UserError(f"image size {self.size} is too small (at least 4 px)")
             object.__setattr__(self, "depth", int(math.log2(self.size)) - 1)
         check_size(self.size, self.depth)
+        if self.size < 2**self.d_layers:
+            raise UserError(f"image size {self.size} is too small for a {self.d_layers}-layer PatchGAN "
+                            f"(at least {2**self.d_layers} px)")
 
     @property
     def in_channels(self) -> int:
@@ -193,7 +197,7 @@ def init_weights(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -211,11 +215,11 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 
     BN at inference is y = gamma * (x - E[x]) / sqrt(Var + eps) + beta: per channel a scale
     gamma / sqrt(Var + eps) applied to the conv's weights, and a shift beta - scale * E[x]
-    added to its bias.
+    added to its bias. SyncBatchNorm (multi-GPU training) folds the same way.
     """
     net = copy.deepcopy(net).eval()
     for block in net.modules():
-        if isinstance(block, ConvBlock) and isinstance(block.norm, nn.BatchNorm2d):
+        if isinstance(block, ConvBlock) and isinstance(block.norm, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             conv, bn = block.conv, block.norm
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
@@ -245,12 +249,21 @@ def _to_srgb(c: torch.Tensor) -> torch.Tensor:
     return torch.where(c > 0.0031308, 1.055 * c.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * c)
 
 
+def _lab_f(t: torch.Tensor) -> torch.Tensor:
+    """CIELAB's companding of XYZ relative to white (cube root, linear near black)."""
+    return torch.where(t > 0.008856, t.clamp_min(1e-12) ** (1 / 3), 7.787 * t + 16 / 116)
+
+
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) sRGB in [0, 1] -> L* in [0, 100], a*, b*."""
+    """(N, 3, H, W) sRGB in [0, 1] -> L* in [0, 100], a*, b*.
+
+    Same formulas and matrix as scikit-image's rgb2lab; the white point is the matrix's row
+    sums (scikit-image rounds it to 0.95047, 1, 1.08883), so a neutral gray has a* = b* = 0
+    exactly; the two differ by less than 0.01 in L*, a*, b*.
+    """
     m, white = _RGB2XYZ.to(rgb), _WHITE.to(rgb)
     xyz = torch.einsum("ij,njhw->nihw", m, _to_linear(rgb)) / white.reshape(1, 3, 1, 1)
-    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
-    fx, fy, fz = f.unbind(1)
+    fx, fy, fz = _lab_f(xyz).unbind(1)
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
@@ -265,8 +278,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 
 def gray_to_lightness(gray: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) gray in [0, 1] -> L* of the neutral colour (g, g, g)."""
-    y = _to_linear(gray)
-    return torch.where(y > 0.008856, 116 * y.clamp_min(1e-12) ** (1 / 3) - 16, 903.3 * y)
+    return 116 * _lab_f(_to_linear(gray)) - 16  # Y of (g, g, g) is its linear value
 
 
 def encode_input(gray: torch.Tensor, space: Space) -> torch.Tensor:
@@ -336,6 +348,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], c
                     extra: dict | None = None) -> None:
     """Write tensors atomically as safetensors; the model config (and `extra`, JSON-able)
     travel in the file's metadata so a lone .safetensors file can always be rebuilt."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from colorize_cli.imageio import atomic_path
@@ -345,7 +358,15 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], c
         meta["extra"] = json.dumps(extra)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as e:
+            # The Rust writer reports a failed write (a full disk: "os error 28") as its own
+            # error; as an OSError it becomes atomic_path's one-line "cannot write" message.
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(tmp)) from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
@@ -357,8 +378,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], M
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header. That length may
+    # well start with byte 0x80 (1 file in 256), so only a file without the "{" is a pickle.
+    if head[8:9] != b"{" and (head[:1] == b"\x80" or head[:2] == b"PK"):
         raise UserError(f"{path}: is a pickle/torch.save file; only safetensors checkpoints are loaded (nothing in it was run)")
     try:
         with safe_open(str(path), framework="pt") as f:

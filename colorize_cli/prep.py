@@ -39,6 +39,7 @@ from colorize_cli.imageio import (
     open_image,
     save_image,
     to_gray,
+    write_error,
 )
 
 FITS = ("crop", "pad", "stretch")
@@ -318,6 +319,14 @@ def _make(job: _Job, staging: Path, cfg: PrepConfig) -> _Outcome:
     return _Outcome(job, KEPT, img.width, img.height, staged)
 
 
+def _mkdir(path: Path) -> None:
+    """Make an output folder; a read-only or full disk is a clear error naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
 def _check(cfg: PrepConfig) -> None:
     if cfg.size < 1:
         raise UserError(f"--size must be at least 1, got {cfg.size}")
@@ -335,7 +344,7 @@ def _run_jobs(jobs: list[_Job], staging: Path, cfg: PrepConfig, console: Console
     photo is named on screen as soon as it is found."""
     if not jobs:
         return []
-    staging.mkdir(parents=True, exist_ok=True)
+    _mkdir(staging)
     results: list[_Outcome] = []
     progress = Progress(
         TextColumn("[bold]prep[/bold]"), BarColumn(), MofNCompleteColumn(),
@@ -375,8 +384,10 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
     for sub in SPLITS:
         if (dest / sub).exists() and not (dest / sub).is_dir():
             raise UserError(f"{dest / sub}: exists and is not a folder")
-    dest_abs = dest.resolve()
-    sources = [p for p in list_images(src, cfg.recursive) if not p.resolve().is_relative_to(dest_abs)]
+    # realpath, not Path.resolve: on Python 3.11 resolve raises for a symlink loop, which is
+    # a bad input to report (cannot read), not a reason to stop.
+    dest_abs = Path(os.path.realpath(dest))
+    sources = [p for p in list_images(src, cfg.recursive) if not Path(os.path.realpath(p)).is_relative_to(dest_abs)]
     if not sources:
         raise UserError(f"{src}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
 
@@ -453,7 +464,7 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
 
     final = sorted([*rows.values(), *carried], key=lambda r: r.source)
     for sub in SPLITS:
-        (dest / sub).mkdir(parents=True, exist_ok=True)
+        _mkdir(dest / sub)
     # The record goes first: after a crash between the two, the next run finds the rows
     # without their files and redoes them (from the staged pairs) under the same names.
     write_csv(dest / CSV_NAME, final)

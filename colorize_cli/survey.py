@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import ImageError, list_images, open_image, save_image
+from colorize_cli.imageio import ImageError, list_images, open_image, save_image, write_error
 from colorize_cli.infer import MIN_SIDE, Colorizer
 from colorize_cli.model import lab_to_rgb, lock_luma, rgb_to_lab, to_uint8_exact
 
@@ -163,8 +163,11 @@ def build_study(data: str | os.PathLike, out: str | os.PathLike, model: str | os
     photos, skipped = _pick_photos(data, cfg.n + cfg.vigilance + cfg.practice, rng, warn)
     colorizer = Colorizer.load(model, device="auto")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:  # a read-only or full disk is one clear line naming the study folder
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise write_error(out, e) from None
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the study from a web server or a colleague
         (tmp / "images").mkdir()
@@ -223,8 +226,10 @@ def build_study(data: str | os.PathLike, out: str | os.PathLike, model: str | os
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise write_error(out, e) from None
         raise
     return BuildReport(out, len(tests), len(checks), len(warm_up), skipped)
 

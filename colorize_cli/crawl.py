@@ -1,0 +1,735 @@
+"""`colorize crawl`: search an image engine and keep N usable color photos of a keyword.
+
+Design: icrawler 0.6.10 supplies what changes when the engines change, namely the query
+filter codes (its Feeders' `get_filter`) and the result-page parsers (BingParser,
+BaiduParser, GoogleParser, FlickrParser). The fetching is ours, for pages and images alike,
+because icrawler's downloader cannot give the guarantees a crawler of the open web needs:
+it reads whole bodies into memory with `requests` (no byte limit), its timeout applies to
+each socket read (a server trickling one byte a second never times out), it follows
+up to 30 redirects, it takes file extensions from the URL, and it counts downloads
+rather than images that pass our filters. Here every fetch has a hard wall-clock deadline
+(a watchdog shuts the socket), a byte cap checked while reading, http/https only (redirects
+to any other scheme are refused, at most MAX_REDIRECTS hops), and saved names are our own
+numbers plus an extension from the decoded format.
+
+Each URL is downloaded and judged in a worker thread; the main thread alone decides
+duplicates, numbers and writes kept files, and writes `manifest.csv` atomically, so a crash
+or Ctrl-C leaves every kept file listed and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import http.client
+import io
+import logging
+import re
+import socket
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from colorize_cli.errors import UserError
+from colorize_cli.imageio import (
+    GRAYSCALE_COLORFULNESS,
+    ImageError,
+    atomic_path,
+    is_grayscale,
+    open_image,
+    write_bytes_atomic,
+)
+
+# Search endpoints (module constants so that tests can point them at a local server).
+BING_URL = "https://www.bing.com/images/async"
+BAIDU_URL = "https://image.baidu.com/search/acjson"
+GOOGLE_URL = "https://www.google.com/search"
+FLICKR_URL = "https://api.flickr.com/services/rest/"
+
+MAX_REDIRECTS = 5
+MAX_PAGE_BYTES = 10 * 2**20
+RESULT_LIMIT = 1000  # Bing, Baidu and Google serve no results past the first 1000
+DRY_PAGES = 2  # consecutive result pages with no new URL: the engine has run dry
+
+# pHash: 63 sign bits of the lowest 8x8 DCT frequencies (DC left out) of a 32x32 gray
+# thumbnail against their median. Two photos whose hashes differ in <= PHASH_NEAR bits are
+# near duplicates. Measured on the 752 shared beach and landscape photos (282,376 pairs): no
+# two distinct photos within 8 bits (the closest pair differs in 10); every half-size or JPEG
+# quality-40 copy within 4; a 20% brighter copy within 8 for 99% of them, a 3% crop for 89%.
+PHASH_NEAR = 8
+
+MANIFEST = "manifest.csv"
+COLUMNS = ("file", "url", "engine", "width", "height", "sha256", "status", "detail", "phash")
+# Pillow format -> suffix of the saved file (MPO: a camera JPEG with extra frames).
+SAVED_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+                 "TIFF": ".tif"}
+# icrawler's parsers log their complaints; ours become counts and notes in the report instead.
+_ICRAWLER_LOG = logging.getLogger("colorize_cli.crawl.icrawler")
+_ICRAWLER_LOG.addHandler(logging.NullHandler())
+_ICRAWLER_LOG.propagate = False
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
+
+
+class Engine(str, Enum):
+    BING = "bing"
+    BAIDU = "baidu"
+    GOOGLE = "google"
+    FLICKR = "flickr"
+    URLS = "urls"
+
+
+class License(str, Enum):
+    """Usage rights asked of the engine; each engine spells them its own way (see _license_filter)."""
+
+    ANY = "any"
+    CC = "cc"
+    PUBLIC_DOMAIN = "public-domain"
+    COMMERCIAL = "commercial"
+    COMMERCIAL_MODIFY = "commercial-modify"
+
+
+class Status(str, Enum):
+    """The `status` column of the manifest: kept, or why a URL was rejected."""
+
+    KEPT = "kept"
+    FAILED = "download-failed"  # HTTP error, refused connection, bad redirect, not an http(s) URL
+    TIMEOUT = "timeout"
+    TOO_MANY_BYTES = "too-many-bytes"
+    NOT_DECODABLE = "not-decodable"  # truncated, not an image, HTML served as .jpg
+    TOO_MANY_PIXELS = "too-many-pixels"  # past Pillow's decompression-bomb limit
+    TOO_SMALL = "too-small"
+    GRAYSCALE = "grayscale"
+    DUPLICATE = "duplicate"
+    NEAR_DUPLICATE = "near-duplicate"
+    REMOVED = "removed"  # kept once, then deleted from the folder by the user
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    keyword: str
+    num: int = 125
+    out: Path = Path("data/raw")
+    engine: Engine = Engine.BING
+    urls_file: Path | None = None
+    min_size: int = 256
+    threads: int = 4
+    license: License = License.ANY
+    photos_only: bool = True
+    max_bytes: int = 20 * 2**20
+    timeout: float = 20.0  # seconds per download, redirects and retries included
+    retries: int = 2  # extra tries after a 5xx/429 answer or a dropped connection
+    retry_wait: float = 0.5  # seconds before the first extra try, doubling after
+    flickr_key: str | None = None
+
+
+@dataclass
+class CrawlReport:
+    folder: Path
+    engine: Engine
+    wanted: int
+    kept_before: int
+    counts: Counter = field(default_factory=Counter)  # Status -> URLs judged this run
+    offered: int = 0  # distinct URLs the engine offered this run
+    known: int = 0  # of those, already in the manifest (not downloaded again)
+    stop: str = ""  # why the engine stopped offering URLs, when it did
+
+    @property
+    def kept_total(self) -> int:
+        return self.kept_before + self.counts[Status.KEPT]
+
+
+def slugify(keyword: str) -> str:
+    """Folder name for a keyword: lowercase words joined by '-', never empty, '.' or '..'."""
+    slug = re.sub(r"[\W_]+", "-", keyword.strip().lower())[:80].strip("-")
+    if not slug:
+        raise UserError(f"{keyword!r}: the keyword needs at least one letter or digit (it names the folder)")
+    return slug
+
+
+def parse_size(text: str | int) -> int:
+    """'20M' -> 20 MiB; plain numbers are bytes; K, M and G are binary multiples."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kmg]?)i?b?\s*", str(text), re.IGNORECASE)
+    if not m or int(m.group(1)) == 0:
+        raise UserError(f"{text!r}: not a size (examples: 500K, 20M, 1G, 1048576)")
+    return int(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " ")
+
+
+# ---------------------------------------------------------------------------------------
+# Fetching with hard limits
+
+
+class FetchError(Exception):
+    def __init__(self, status: Status, detail: str, retry: bool = False):
+        super().__init__(detail)
+        self.status, self.detail, self.retry = status, detail, retry
+
+
+def _request_target(url: str) -> tuple[str, str, int | None, str]:
+    """(scheme, ASCII host, port, path?query) of an http(s) URL; FetchError otherwise."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError) as e:
+        raise FetchError(Status.FAILED, f"bad URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise FetchError(Status.FAILED, "not an http(s) URL")
+    safe = "/%:@!$&'()*+,;=-._~"
+    target = quote(parts.path or "/", safe=safe) + ("?" + quote(parts.query, safe=safe + "?") if parts.query else "")
+    return parts.scheme, host, port, target
+
+
+def _watch(sock: socket.socket, deadline: float, done: threading.Event, stop: threading.Event) -> None:
+    """Watchdog thread: at the deadline, or when the crawl stops (Ctrl-C), shut the socket so
+    that the blocked read in the downloading thread fails at once."""
+    while not done.wait(min(0.25, max(0.0, deadline - time.monotonic()))):
+        if stop.is_set() or time.monotonic() >= deadline:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain-socket method, also under TLS
+            return
+
+
+def _get_once(url: str, max_bytes: int, deadline: float, headers: dict[str, str], stop: threading.Event) -> bytes:
+    """One attempt. Redirects are followed here, not by a library, so that every hop is checked."""
+    for _ in range(MAX_REDIRECTS + 1):
+        scheme, host, port, target = _request_target(url)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise FetchError(Status.TIMEOUT, "time limit reached")
+        conn_cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        conn = conn_cls(host, port, timeout=left)
+        try:
+            conn.connect()
+            done = threading.Event()
+            threading.Thread(target=_watch, args=(conn.sock, deadline, done, stop), daemon=True).start()
+            try:
+                conn.request("GET", target, headers=headers)
+                resp = conn.getresponse()
+                if resp.status in (301, 302, 303, 307, 308):
+                    location = resp.getheader("Location")
+                    if not location:
+                        raise FetchError(Status.FAILED, f"HTTP {resp.status} redirect without a Location")
+                    new = urljoin(url, location.strip())
+                    if (scheme := urlsplit(new).scheme) not in ("http", "https"):
+                        raise FetchError(Status.FAILED, f"redirect to {scheme or 'a non-http'}: URL refused")
+                    url = new
+                    continue
+                if resp.status != 200:
+                    raise FetchError(Status.FAILED, f"HTTP {resp.status} {resp.reason}".strip(),
+                                     retry=resp.status >= 500 or resp.status == 429)
+                declared = resp.getheader("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise FetchError(Status.TOO_MANY_BYTES, f"{int(declared)} bytes announced, limit {max_bytes}")
+                body = bytearray()
+                while chunk := resp.read1(1 << 16):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise FetchError(Status.TOO_MANY_BYTES, f"more than {max_bytes} bytes")
+                if time.monotonic() >= deadline:  # the watchdog's shutdown reads as end of data
+                    raise FetchError(Status.TIMEOUT, "time limit reached")
+                return bytes(body)
+            finally:
+                done.set()
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if stop.is_set():
+                raise FetchError(Status.FAILED, "crawl interrupted") from None
+            if isinstance(e, TimeoutError) or time.monotonic() >= deadline:
+                raise FetchError(Status.TIMEOUT, "time limit reached") from None
+            if isinstance(e, socket.gaierror):
+                raise FetchError(Status.FAILED, f"cannot resolve {host} ({e.strerror})") from None
+            if isinstance(e, ConnectionRefusedError):
+                raise FetchError(Status.FAILED, f"connection refused by {host}:{conn.port}") from None
+            dropped = isinstance(e, (ConnectionResetError, http.client.RemoteDisconnected))
+            raise FetchError(Status.FAILED, f"{type(e).__name__}: {e}".rstrip(": "), retry=dropped) from None
+        finally:
+            conn.close()
+    raise FetchError(Status.FAILED, f"more than {MAX_REDIRECTS} redirects")
+
+
+def fetch(url: str, cfg: CrawlConfig, max_bytes: int | None = None, referer: str | None = None,
+          stop: threading.Event | None = None) -> bytes:
+    """GET url within cfg.timeout seconds in all and max_bytes (default cfg.max_bytes); FetchError else.
+
+    5xx/429 answers and dropped connections are retried (cfg.retries) while time is left.
+    Setting `stop` ends the download early (FetchError).
+    """
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + cfg.timeout
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"}
+    if referer:
+        headers["Referer"] = referer
+    for attempt in range(cfg.retries + 1):
+        try:
+            return _get_once(url, cfg.max_bytes if max_bytes is None else max_bytes, deadline, headers, stop)
+        except FetchError as e:
+            if e.status is Status.TIMEOUT:
+                raise FetchError(Status.TIMEOUT, f"no complete answer within {cfg.timeout:g} s") from None
+            pause = cfg.retry_wait * 2**attempt
+            if not e.retry or attempt == cfg.retries or time.monotonic() + pause >= deadline:
+                raise
+            if stop.wait(pause):
+                raise FetchError(Status.FAILED, "crawl interrupted") from None
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------
+# Judging one download
+
+
+_N = 32
+_DCT = np.sqrt(2.0 / _N) * np.cos(np.pi * (2 * np.arange(_N)[None, :] + 1) * np.arange(_N)[:, None] / (2 * _N))
+
+
+def phash(img: Image.Image) -> int:
+    """63-bit perceptual hash (see PHASH_NEAR); robust to resizing and recompression."""
+    gray = np.asarray(img.convert("L").resize((_N, _N), Image.Resampling.LANCZOS, reducing_gap=3.0), dtype=np.float64)
+    ac = (_DCT @ gray @ _DCT.T)[:8, :8].ravel()[1:]
+    return int("".join("1" if b else "0" for b in ac > np.median(ac)), 2)
+
+
+@dataclass
+class Judged:
+    """One URL's outcome; `data` is set only when it passed every per-image filter."""
+
+    url: str
+    status: Status
+    detail: str = ""
+    data: bytes | None = None
+    suffix: str = ""
+    width: int = 0
+    height: int = 0
+    sha256: str = ""
+    phash: int | None = None
+
+
+def judge(url: str, cfg: CrawlConfig, stop: threading.Event) -> Judged:
+    """Download url and apply every filter that needs only this image (worker threads)."""
+    try:
+        data = fetch(url, cfg, stop=stop)
+    except FetchError as e:
+        return Judged(url, e.status, e.detail)
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():  # the explicit pixel check below decides, not the warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as head:
+                fmt, (w, h) = head.format, head.size
+    except Image.DecompressionBombError as e:
+        return Judged(url, Status.TOO_MANY_PIXELS, str(e).split(",")[0], sha256=sha)
+    except UnidentifiedImageError:
+        kind = "HTML" if data.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")) else "data"
+        return Judged(url, Status.NOT_DECODABLE, f"not an image ({kind}, {len(data)} bytes)", sha256=sha)
+    except Exception as e:  # noqa: BLE001 - hostile bytes can break any image plugin; skip them
+        return Judged(url, Status.NOT_DECODABLE, f"{type(e).__name__}: {e}", sha256=sha)
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and w * h > limit:
+        return Judged(url, Status.TOO_MANY_PIXELS, f"{w}x{h} is past Pillow's decompression-bomb limit of "
+                      f"{limit} pixels", width=w, height=h, sha256=sha)
+    if fmt not in SAVED_FORMATS:
+        return Judged(url, Status.NOT_DECODABLE, f"{fmt} is not a photo format colorize reads", sha256=sha)
+    if min(w, h) < cfg.min_size:
+        return Judged(url, Status.TOO_SMALL, f"{w}x{h}, short side under {cfg.min_size}", width=w, height=h, sha256=sha)
+    try:
+        rgb = open_image(data)
+    except ImageError as e:
+        return Judged(url, Status.NOT_DECODABLE, str(e).removeprefix("<bytes>: "), width=w, height=h, sha256=sha)
+    except Exception as e:  # noqa: BLE001 - as above
+        return Judged(url, Status.NOT_DECODABLE, f"{type(e).__name__}: {e}", width=w, height=h, sha256=sha)
+    w, h = rgb.size  # upright (EXIF rotation applied)
+    if is_grayscale(rgb):
+        return Judged(url, Status.GRAYSCALE, f"colorfulness under {GRAYSCALE_COLORFULNESS:g}",
+                      width=w, height=h, sha256=sha)
+    return Judged(url, Status.KEPT, data=data, suffix=SAVED_FORMATS[fmt], width=w, height=h, sha256=sha,
+                  phash=phash(rgb))
+
+
+# ---------------------------------------------------------------------------------------
+# Where URLs come from
+
+
+@dataclass
+class _Page:
+    """The one attribute icrawler's parsers read from a `requests` response."""
+
+    content: bytes
+
+
+class _Session:
+    """Stands in for the `requests` session FlickrParser uses for its per-photo calls."""
+
+    def __init__(self, cfg: CrawlConfig):
+        self.cfg = cfg
+
+    def get(self, url: str, **_: Any) -> _Page:
+        return _Page(fetch(url, self.cfg, MAX_PAGE_BYTES))
+
+
+_BING_LICENSE = {License.CC: "creativecommons", License.PUBLIC_DOMAIN: "publicdomain",
+                 License.COMMERCIAL: "commercial", License.COMMERCIAL_MODIFY: "commercial,modify"}
+_GOOGLE_LICENSE = {License.CC: "noncommercial", License.COMMERCIAL: "commercial",
+                   License.COMMERCIAL_MODIFY: "commercial,modify"}
+# Flickr license ids: 1-6 CC BY variants, 7 no known copyright restrictions, 8 US Government
+# work, 9 CC0, 10 Public Domain Mark.
+_FLICKR_LICENSE = {License.CC: "1,2,3,4,5,6,9,10", License.PUBLIC_DOMAIN: "7,8,9,10",
+                   License.COMMERCIAL: "4,5,6,7,8,9,10", License.COMMERCIAL_MODIFY: "4,5,7,8,9,10"}
+FLICKR_SIZES = ["large", "large 1600", "medium 800", "large 2048", "original", "medium 640", "medium"]
+
+
+def _license_filter(cfg: CrawlConfig, table: dict[License, str]) -> dict[str, str]:
+    if cfg.license is License.ANY:
+        return {}
+    if cfg.license not in table:
+        raise UserError(f"--license {cfg.license.value} is not available with --engine {cfg.engine.value}")
+    return {"license": table[cfg.license]}
+
+
+def _color_photos(cfg: CrawlConfig, licenses: dict[License, str]) -> dict[str, str]:
+    """Bing's and Google's own filters: color images only, photos only (unless --any-type), the license."""
+    return ({"type": "photo"} if cfg.photos_only else {}) | {"color": "color"} | _license_filter(cfg, licenses)
+
+
+def _search(cfg: CrawlConfig) -> tuple[Any, Iterator[str], dict[str, Any]]:
+    """(icrawler parser, result-page URLs, extra parse() arguments) for a search engine."""
+    # icrawler (requests, bs4, lxml) is imported only when a search engine is used.
+    from icrawler.builtin.baidu import BaiduFeeder, BaiduParser
+    from icrawler.builtin.bing import BingFeeder, BingParser
+    from icrawler.builtin.flickr import FlickrParser
+    from icrawler.builtin.google import GoogleFeeder, GoogleParser
+    from icrawler.utils import Signal
+
+    kw = cfg.keyword.strip()
+    session = _Session(cfg)
+    if cfg.engine is Engine.BING:
+        qft = BingFeeder(1, Signal(), session).get_filter().apply(_color_photos(cfg, _BING_LICENSE))
+        pages = (f"{BING_URL}?q={quote_plus(kw)}&first={i}&qft={qft}" for i in range(0, RESULT_LIMIT, 20))
+        return BingParser(1, Signal(), session), pages, {}
+    if cfg.engine is Engine.BAIDU:
+        _license_filter(cfg, {})
+        wanted = {"type": "static"} if cfg.photos_only else {}  # Baidu has no "photo" type; this drops animations
+        extra = BaiduFeeder(1, Signal(), session).get_filter().apply(wanted, sep="&")
+        pages = (f"{BAIDU_URL}?tn=resultjson_com&ipn=rj&word={quote(kw)}&pn={i}&rn=30" + (f"&{extra}" if extra else "")
+                 for i in range(0, RESULT_LIMIT, 30))
+        return BaiduParser(1, Signal(), session), pages, {}
+    if cfg.engine is Engine.GOOGLE:
+        tbs = GoogleFeeder(1, Signal(), session).get_filter().apply(_color_photos(cfg, _GOOGLE_LICENSE), sep=",")
+        pages = (GOOGLE_URL + "?" + urlencode({"q": kw, "ijn": i // 100, "start": i, "tbs": tbs, "tbm": "isch"})
+                 for i in range(0, RESULT_LIMIT, 100))
+        return GoogleParser(1, Signal(), session), pages, {}
+    if cfg.engine is Engine.FLICKR:
+        if not cfg.flickr_key:
+            raise UserError("--engine flickr needs an API key: pass --flickr-key or set FLICKR_APIKEY "
+                            "(free at https://www.flickr.com/services/api/misc.api_keys.html)")
+        params = {"method": "flickr.photos.search", "api_key": cfg.flickr_key, "format": "json", "nojsoncallback": 1,
+                  "text": kw, "sort": "relevance", "per_page": 100, **_license_filter(cfg, _FLICKR_LICENSE)}
+        if cfg.photos_only:
+            params["content_type"] = 1
+        pages = (FLICKR_URL + "?" + urlencode(params | {"page": p}) for p in range(1, 41))  # Flickr stops at 4000
+        return FlickrParser(1, Signal(), session), pages, {"apikey": cfg.flickr_key, "size_preference": FLICKR_SIZES}
+    raise AssertionError(cfg.engine)
+
+
+def read_url_list(path: Path) -> list[str]:
+    """One URL a line; blank lines and lines starting with '#' are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file (--urls wants a text file with one image URL a line)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the URL list ({e})") from None
+    return [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
+
+
+class Source:
+    """Image URLs from the engine, each once, fetched page by page only as they are needed.
+
+    After iteration `stop` says why the engine stopped offering URLs.
+    """
+
+    def __init__(self, cfg: CrawlConfig):
+        self.cfg = cfg
+        self.stop = ""
+        if cfg.engine is Engine.URLS:
+            if cfg.urls_file is None:
+                raise UserError("--engine urls needs --urls FILE (one image URL a line)")
+            self._urls = read_url_list(cfg.urls_file)
+        else:
+            if cfg.urls_file is not None:
+                raise UserError(f"--urls is only used with --engine urls, not --engine {cfg.engine.value}")
+            self._parser, self._pages, self._parse_args = _search(cfg)
+            self._parser.logger = _ICRAWLER_LOG
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        if self.cfg.engine is Engine.URLS:
+            for url in self._urls:
+                if url not in seen:
+                    seen.add(url)
+                    yield url
+            self.stop = f"{self.cfg.urls_file} lists {len(seen)} URL{'s' * (len(seen) != 1)}"
+            return
+        dry = pages = 0
+        for page_url in self._pages:
+            new = 0
+            try:
+                referer = "{0.scheme}://{0.netloc}".format(urlsplit(page_url))
+                page = _Page(fetch(page_url, self.cfg, MAX_PAGE_BYTES, referer=referer))
+                for task in self._parser.parse(page, **self._parse_args) or ():  # lazily: Flickr calls per photo
+                    url = task.get("file_url") if isinstance(task, dict) else None
+                    if isinstance(url, str) and url not in seen:
+                        seen.add(url)
+                        new += 1
+                        yield url
+            except FetchError as e:
+                self.stop = f"result page {pages + 1} failed: {e.detail}"
+                return
+            except Exception as e:  # noqa: BLE001 - a changed page format breaks the parser in any way
+                self.stop = f"result page {pages + 1} could not be parsed ({type(e).__name__}: {e})"
+                return
+            pages += 1
+            dry = 0 if new else dry + 1
+            if dry >= DRY_PAGES:
+                break
+        self.stop = f"no more results after {pages} result page{'s' * (pages != 1)}"
+
+
+# ---------------------------------------------------------------------------------------
+# The folder: manifest, kept files, numbering
+
+
+def _hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+class Folder:
+    """OUT/<slug>/ and its manifest (one row per URL ever tried, in the order they were judged)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.manifest = path / MANIFEST
+        self.rows: dict[str, dict[str, str]] = {}
+        self.seen_sha: dict[str, str] = {}  # sha256 -> file, for kept and removed files
+        self.seen_hash: list[tuple[int, str]] = []  # (pHash, file)
+        self.kept = 0
+        self.next_number = 1
+        self._load()
+
+    def _load(self) -> None:
+        if self.manifest.exists():
+            try:
+                with open(self.manifest, newline="", encoding="utf-8") as f:
+                    reader = csv.DictReader(f)
+                    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+                    if missing:
+                        raise UserError(f"{self.manifest}: not a colorize crawl manifest "
+                                        f"(missing columns: {', '.join(missing)})")
+                    for row in reader:
+                        self.rows[row["url"]] = {c: row[c] or "" for c in COLUMNS}
+            except (OSError, UnicodeDecodeError, csv.Error) as e:
+                raise UserError(f"{self.manifest}: cannot read the manifest ({e})") from None
+        numbers = [int(m.group(1)) for p in self.path.iterdir() if (m := re.fullmatch(r"(\d{6})\.\w+", p.name))]
+        for row in self.rows.values():
+            if row["status"] in (Status.KEPT.value, Status.REMOVED.value):
+                if row["status"] == Status.KEPT.value and not (self.path / row["file"]).is_file():
+                    row["status"], row["detail"] = Status.REMOVED.value, "file deleted from the folder after the crawl"
+                self.kept += row["status"] == Status.KEPT.value
+                self.seen_sha[row["sha256"]] = row["file"]
+                with contextlib.suppress(ValueError):
+                    self.seen_hash.append((int(row["phash"], 16), row["file"]))
+            if m := re.fullmatch(r"(\d{6})\.\w+", row["file"]):
+                numbers.append(int(m.group(1)))
+        self.next_number = max(numbers, default=0) + 1
+
+    def is_known(self, url: str) -> bool:
+        """A URL in the manifest is never fetched again, whatever its outcome was."""
+        return url in self.rows
+
+    def record(self, j: Judged, engine: Engine) -> Judged:
+        """Final verdict (duplicates need every earlier image), the kept file, the row."""
+        if j.status is Status.KEPT:
+            assert j.data is not None and j.phash is not None
+            if j.sha256 in self.seen_sha:
+                j.status, j.detail = Status.DUPLICATE, f"same bytes as {self.seen_sha[j.sha256]}"
+            elif near := [(d, f) for h, f in self.seen_hash if (d := _hamming(h, j.phash)) <= PHASH_NEAR]:
+                d, f = min(near)
+                j.status, j.detail = Status.NEAR_DUPLICATE, f"looks like {f} (pHash distance {d})"
+        name = ""
+        if j.status is Status.KEPT:
+            name = self._save(j.data, j.suffix)
+            self.kept += 1
+            self.seen_sha[j.sha256] = name
+            self.seen_hash.append((j.phash, name))
+        self.rows[j.url] = {
+            "file": name, "url": j.url, "engine": engine.value,
+            "width": str(j.width or ""), "height": str(j.height or ""), "sha256": j.sha256,
+            "status": j.status.value, "detail": j.detail,
+            "phash": f"{j.phash:016x}" if j.phash is not None else "",
+        }
+        j.data = None
+        return j
+
+    def _save(self, data: bytes, suffix: str) -> str:
+        """Write under the next free number: existing files are never renumbered or overwritten."""
+        while any(self.path.glob(f"{self.next_number:06d}.*")):
+            self.next_number += 1
+        name = f"{self.next_number:06d}{suffix}"
+        try:
+            write_bytes_atomic(self.path / name, data)
+        except OSError as e:
+            raise UserError(f"{self.path / name}: cannot write ({e.strerror or e})") from None
+        self.next_number += 1
+        return name
+
+    def save(self) -> None:
+        try:
+            with atomic_path(self.manifest) as tmp:
+                with open(tmp, "w", newline="", encoding="utf-8") as f:
+                    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(self.rows.values())
+        except OSError as e:
+            raise UserError(f"{self.manifest}: cannot write ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One crawl per folder at a time (the lock dies with the process, so it never goes stale)."""
+    try:
+        f = open(folder / ".crawl.lock", "a")
+    except OSError as e:
+        raise UserError(f"{folder}: cannot write here ({e.strerror or e})") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{folder}: another `colorize crawl` is writing to this folder") from None
+        yield
+
+
+# ---------------------------------------------------------------------------------------
+# The crawl
+
+
+def run(cfg: CrawlConfig, console: Console) -> CrawlReport:
+    """Top OUT/<slug>/ up to cfg.num kept images; progress goes to `console`."""
+    path = cfg.out / slugify(cfg.keyword)
+    source = Source(cfg)  # option errors surface before anything is made or written
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path}: cannot create the folder ({e.strerror or e})") from None
+    with _exclusive(path):
+        folder = Folder(path)
+        report = CrawlReport(path, cfg.engine, cfg.num, folder.kept)
+        if folder.kept >= cfg.num:
+            folder.save()
+            return report
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("kept, {task.fields[rejected]} rejected"), TimeElapsedColumn())
+        pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="crawl")
+        stop = threading.Event()  # set on the way out: downloads still in flight end at once
+        pending: set[Future[Judged]] = set()
+        try:
+            with Progress(*columns, console=console) as progress:
+                bar = progress.add_task(f"{escape(cfg.keyword)} ({cfg.engine.value})", total=cfg.num,
+                                        completed=folder.kept, rejected=0)
+                urls = iter(source)
+                more, last_save = True, time.monotonic()
+                while True:
+                    # Never more downloads in flight than images still missing: none is wasted.
+                    while more and len(pending) < min(cfg.threads, cfg.num - folder.kept):
+                        url = next(urls, None)
+                        if url is None:
+                            more = False
+                        else:
+                            report.offered += 1
+                            if folder.is_known(url):
+                                report.known += 1
+                            else:
+                                pending.add(pool.submit(judge, url, cfg, stop))
+                    if not pending:
+                        break
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        j = folder.record(fut.result(), cfg.engine)
+                        report.counts[j.status] += 1
+                        if j.status is Status.KEPT or time.monotonic() - last_save > 2.0:
+                            folder.save()
+                            last_save = time.monotonic()
+                    rejected = report.counts.total() - report.counts[Status.KEPT]
+                    progress.update(bar, completed=folder.kept, rejected=rejected)
+        finally:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            folder.save()
+        report.stop = source.stop
+        return report
+
+
+# ---------------------------------------------------------------------------------------
+# Reporting
+
+
+def other_engine(engine: Engine) -> str:
+    """A different engine worth trying when this one fell short."""
+    return "baidu" if engine is Engine.BING else "bing"
+
+
+def _hint(report: CrawlReport) -> str:
+    if report.engine is Engine.URLS:
+        return "add URLs to the list"
+    return f"try --engine {other_engine(report.engine)} to top up the same folder"
+
+
+def shortfall(report: CrawlReport) -> str | None:
+    """Why the folder holds fewer than N usable images and what to try next; None if it is full."""
+    if report.kept_total >= report.wanted:
+        return None
+    engine = report.engine.value
+    tried = report.counts.total()
+    if report.offered == 0:
+        why = f"{engine} gave no image URLs ({report.stop})"
+    elif tried == 0:
+        why = f"{engine} offered only URLs already in the manifest ({report.known})"
+    elif report.kept_total == 0:
+        why = (f"none of the {tried} URLs from {engine} was usable "
+               f"({report.stop}; reasons in {report.folder / MANIFEST})")
+    else:
+        why = f"only {report.kept_total} of {report.wanted} usable images in {report.folder} ({report.stop})"
+    return f"{why}; {_hint(report)}"
+
+
+def print_report(report: CrawlReport, out: Console, err: Console) -> None:
+    """Summary table on `out`; a shortfall (when some images were kept) as a warning on `err`."""
+    table = Table(title=f"colorize crawl: {escape(str(report.folder))}", title_justify="left")
+    table.add_column("result")
+    table.add_column("URLs", justify="right")
+    for status in Status:
+        if report.counts[status] or status is Status.KEPT:
+            table.add_row(status.value, str(report.counts[status]))
+    if report.known:
+        table.add_row("already in manifest", str(report.known), style="dim")
+    table.add_row("usable images in folder", f"{report.kept_total} of {report.wanted}", style="bold")
+    if report.kept_before >= report.wanted:
+        err.print(f"{report.kept_before} usable images already in {escape(str(report.folder))}; "
+                  "nothing to download (raise -n to top up).", soft_wrap=True)
+        return
+    out.print(table)
+    if report.kept_total and (msg := shortfall(report)):
+        err.print(f"[yellow]warning:[/yellow] {escape(msg)}.", soft_wrap=True)

@@ -1,0 +1,866 @@
+"""`colorize train`: the pix2pix conditional GAN training loop, on a CPU, one GPU or many.
+
+One step (Isola et al. 2017, as the original project trained it):
+1. G colors a batch of gray photos: fake = G(gray).
+2. D learns to answer 1 on every patch of a real pair and 0 on every patch of a fake one:
+   loss_D = 0.5 * (gan(D(gray, real), 1) + gan(D(gray, fake), 0)).
+3. G learns to make D answer 1 and to stay near the truth:
+   loss_G = gan(D(gray, fake), 1) + l1_weight * mean|fake - real|   (in the network's [-1, 1] units).
+gan() is least squares, (logit - target)^2 ("lsgan", the original project's), or the logistic
+loss on logits ("vanilla", the pix2pix paper's). The learning rate is constant for the first
+half of the epochs, then falls linearly towards 0.
+
+A run folder (RUN, `--out`) holds config.json (every setting), metrics.csv (one row per
+epoch), samples/epoch_NNN.png (gray | generated | real for the same test photos every epoch),
+curves.png, last.safetensors and best.safetensors (lowest test L1). Both checkpoints carry
+everything `--resume` needs to go on bit for bit: weights, optimizer and scheduler state, the
+random generators, and where in which epoch the run stopped.
+
+Many processes (`torchrun --nproc-per-node=N -m colorize_cli train DATA`): each takes its own
+shard of every epoch's shuffled order (what DistributedSampler does), gradients are averaged
+by DistributedDataParallel (NCCL on GPUs, gloo on CPUs), and only rank 0 writes files or logs.
+--batch-size is per process, so the global batch is N times it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from colorize_cli import metrics
+from colorize_cli.data import Pairs, load_data, native_size
+from colorize_cli.errors import UserError
+from colorize_cli.imageio import atomic_path, save_image, write_error
+from colorize_cli.model import (ModelConfig, PatchGAN, UNet, build, decode_output, encode_input, encode_target,
+                                load_checkpoint, load_state, save_checkpoint, to_uint8_exact)
+
+console = Console(stderr=True, highlight=False)
+
+# The original project's recipe (its report): RGB in and out as its Keras model had, one photo
+# per step, least-squares adversarial loss plus 100 x L1, 200 epochs. Options given with
+# `--preset seed` win over these. The rest stays as for any run (Adam 2e-4, betas 0.5/0.999,
+# the learning-rate decay); the report's text also names SGD at 0.01: add `--optimizer sgd`.
+SEED_RECIPE = {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "l1_weight": 100.0, "epochs": 200}
+DEFAULT_LR = {"adam": 2e-4, "sgd": 0.01}  # sgd: the learning rate the original report gives for its SGD
+# Settings a resumed run may change; any other option given with --resume must equal the run's.
+RESUME_MAY_CHANGE = ("data", "epochs", "patience", "device", "threads", "compile")
+MODEL_OPTIONS = ("size", "width", "space")
+SAMPLES = 6  # test photos in each samples/epoch_NNN.png
+EVAL_BATCH = 16
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; RUN/config.json is this, as JSON."""
+
+    data: str
+    out: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 100
+    batch_size: int = 16  # per process
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 2e-4
+    beta1: float = 0.5  # Adam's; pix2pix's 0.5 instead of 0.9 keeps the GAN game steadier
+    beta2: float = 0.999
+    gan_loss: Literal["lsgan", "vanilla"] = "lsgan"
+    l1_weight: float = 100.0
+    seed: int = 0
+    patience: int = 0  # stop after this many epochs without a better test L1; 0: never
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
+    preset: str | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: int = 0  # CPU threads per process; 0: the CPUs this process may use / processes per machine
+    compile: bool = False  # torch.compile the networks
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "model": self.model.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise UserError(f"config has unknown keys: {sorted(set(d) - known)}")
+        return cls(**{**d, "model": ModelConfig.from_dict(d["model"])})
+
+
+def check_config(cfg: TrainConfig) -> None:
+    for name, value, low in (("epochs", cfg.epochs, 1), ("batch-size", cfg.batch_size, 1),
+                             ("patience", cfg.patience, 0), ("threads", cfg.threads, 0)):
+        if value < low:
+            raise UserError(f"--{name} must be at least {low}, got {value}")
+    if not cfg.lr > 0 or not cfg.l1_weight >= 0:
+        raise UserError("--lr must be positive and --l1-weight not negative")
+    if cfg.optimizer not in DEFAULT_LR or cfg.gan_loss not in ("lsgan", "vanilla"):
+        raise UserError(f"unknown optimizer {cfg.optimizer!r} or GAN loss {cfg.gan_loss!r}")
+
+
+def _default_out() -> Path:
+    base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out, n = base, 2
+    while out.exists():
+        out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return out
+
+
+def configure(data: str | None, out: str | None, resume: str | None, preset: str | None,
+              given: dict) -> TrainConfig:
+    """The run's config from the options the user gave (`given`: only those, by field name).
+
+    A new run: defaults, then the preset's settings, then the options given (they win).
+    --resume RUN: RUN/config.json; the options in RESUME_MAY_CHANGE replace its values, any
+    other option must agree with it (a different network or recipe is a new run, not a resume).
+    """
+    if resume is None:
+        if data is None:
+            raise UserError("give DATA (a prep output or a folder of photos), or --resume RUN")
+        opts = {**(SEED_RECIPE if preset else {}), **given}
+        model = ModelConfig(size=opts.pop("size", None) or native_size(data), width=opts.pop("width", 64),
+                            space=opts.pop("space", "lab"))
+        opts.setdefault("lr", DEFAULT_LR.get(opts.get("optimizer", "adam"), 2e-4))
+        cfg = TrainConfig(data=os.path.abspath(data), out=str(out or _default_out()), model=model,
+                          preset=preset, **opts)
+        check_config(cfg)
+        return cfg
+    run = Path(resume)
+    cfg = read_config(run)
+    if out is not None and os.path.realpath(out) != os.path.realpath(run):
+        raise UserError(f"--resume {run} continues in {run}; leave out --out (or give the same folder)")
+    if preset not in (None, cfg.preset):
+        raise UserError(f"{run} was not started with --preset {preset}; a resumed run keeps its recipe")
+    changes = {"data": os.path.abspath(data)} if data is not None else {}
+    for key, value in given.items():
+        current = getattr(cfg.model if key in MODEL_OPTIONS else cfg, key)
+        if key in RESUME_MAY_CHANGE:
+            changes[key] = value
+        elif value != current:
+            what = "network" if key in MODEL_OPTIONS else "recipe"
+            raise UserError(f"--{key.replace('_', '-')} {value} does not match the run's {current} "
+                            f"({run / 'config.json'}): a resumed run keeps its {what}; drop the option or start a new run")
+    cfg = replace(cfg, out=str(run), **changes)
+    check_config(cfg)
+    return cfg
+
+
+def read_config(run: Path) -> TrainConfig:
+    path = run / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run}: not a training run (no config.json)")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{path}: unreadable ({e})") from None
+
+
+def write_config(cfg: TrainConfig) -> None:
+    with atomic_path(Path(cfg.out) / "config.json") as tmp:
+        tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+
+# --- processes and devices ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place among torchrun's processes (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_world: int = 1
+    backend: str = ""
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def on(self) -> bool:
+        return self.world > 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto: CUDA, else Apple's MPS, else CPU. An explicit choice that is missing is an error."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise UserError(f"--device {name}: not available on this machine (try --device auto)")
+    return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}" if name == "cuda" else name)
+
+
+def start_processes(cfg: TrainConfig) -> tuple[Dist, torch.device]:
+    """Join torchrun's process group when its environment variables say there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(cfg.device, local_rank)
+    if world <= 1:
+        return Dist(), device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend, init_method="env://")
+    return Dist(torch_dist.get_rank(), torch_dist.get_world_size(),
+                int(os.environ.get("LOCAL_WORLD_SIZE", world)), backend), device
+
+
+def cpu_threads(cfg: TrainConfig, d: Dist) -> int:
+    if cfg.threads:
+        return cfg.threads
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // d.local_world)
+
+
+# --- one epoch's batches -----------------------------------------------------------------
+
+
+def epoch_order(n: int, seed: int, epoch: int, d: Dist) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's indices and horizontal flips for `epoch` (0-based).
+
+    The shuffle and flips come from a generator seeded by (seed, epoch) alone, so they are
+    the same in every process and after a resume. Like DistributedSampler, the order is
+    padded with its own start to a multiple of the process count and dealt out round robin.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    per = math.ceil(n / d.world)
+    order = order.repeat(math.ceil(per * d.world / n))[: per * d.world][d.rank :: d.world]
+    return order, flip[order]
+
+
+def get_batch(data: Pairs, idx: torch.Tensor, flip: torch.Tensor, device: torch.device,
+              channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gray, color) in [0, 1] on `device`, flipped where `flip` says (a pure view op on device)."""
+    color, gray = data.color[idx], data.gray[idx]
+    if color.device != device:
+        color, gray, flip = (t.to(device, non_blocking=True) for t in (color, gray, flip))
+    f = flip.view(-1, 1, 1, 1)
+    color = torch.where(f, color.flip(-1), color).float() / 255
+    gray = torch.where(f, gray.flip(-1), gray).float() / 255
+    if channels_last:
+        color, gray = color.contiguous(memory_format=torch.channels_last), gray.contiguous(memory_format=torch.channels_last)
+    return gray, color
+
+
+def gan_loss(logits: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
+    """Every patch's score against the target 1 (real) or 0 (fake)."""
+    target = torch.full_like(logits, 1.0 if real else 0.0)
+    if kind == "lsgan":
+        return F.mse_loss(logits, target)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def lr_factor(epoch: int, epochs: int) -> float:
+    """1 for the first half of the epochs, then a straight line down towards 0 (pix2pix's rule)."""
+    keep = (epochs + 1) // 2
+    return 1.0 - max(0, epoch + 1 - keep) / (epochs - keep + 1)
+
+
+# --- evaluation and the run's pictures ---------------------------------------------------
+
+
+@torch.no_grad()
+def colorize_batch(g: nn.Module, gray01: torch.Tensor, space: str, amp: bool) -> torch.Tensor:
+    """Eval-mode forward pass, decoded as a user gets it (luma locked to the gray)."""
+    with torch.autocast("cuda", torch.bfloat16) if amp else nullcontext():
+        out = g(encode_input(gray01, space))
+    return decode_output(gray01, out.float(), space)
+
+
+def _user_rgb(rgb01: torch.Tensor, gray: torch.Tensor) -> list[np.ndarray]:
+    """What a user's 8-bit file holds: to_uint8_exact of each image, back in [0, 1]."""
+    rgb = rgb01.permute(0, 2, 3, 1).cpu().numpy()
+    gray = gray[:, 0].cpu().numpy()
+    return [to_uint8_exact(r, g) for r, g in zip(rgb, gray)]
+
+
+def _scores(preds: list[np.ndarray], truths: np.ndarray) -> dict[str, float]:
+    rows = [(metrics.mae(p, t), metrics.psnr(p, t), metrics.ssim(p, t))
+            for p, t in zip((p / 255.0 for p in preds), truths / 255.0)]
+    l1, psnr, ssim = (float(np.mean(c)) for c in zip(*rows))
+    return {"l1": l1, "psnr": psnr, "ssim": ssim}
+
+
+def evaluate(g: UNet, test: Pairs, space: str, device: torch.device, amp: bool) -> dict[str, float]:
+    """Mean L1, PSNR, SSIM of the test split, on the 8-bit images a user would get."""
+    was_training = g.training
+    g.eval()
+    preds: list[np.ndarray] = []
+    for start in range(0, len(test), EVAL_BATCH):
+        gray = test.gray[start : start + EVAL_BATCH].to(device)
+        preds += _user_rgb(colorize_batch(g, gray.float() / 255, space, amp), gray)
+    g.train(was_training)
+    return _scores(preds, test.color.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def gray_baseline(test: Pairs) -> dict[str, float]:
+    """The same scores for the gray photo itself: the bar a colorizer has to clear."""
+    gray = test.gray.permute(0, 2, 3, 1).cpu().numpy()
+    return _scores([np.repeat(g, 3, axis=2) for g in gray], test.color.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def sample_sheet(g: UNet, test: Pairs, space: str, device: torch.device, amp: bool) -> Image.Image:
+    """Rows of gray | generated | real for the first SAMPLES test photos."""
+    n = min(SAMPLES, len(test))
+    gray = test.gray[:n].to(device)
+    was_training = g.training
+    g.eval()
+    made = _user_rgb(colorize_batch(g, gray.float() / 255, space, amp), gray)
+    g.train(was_training)
+    s = test.color.shape[-1]
+    sheet = Image.new("RGB", (3 * s, n * s))
+    for i in range(n):
+        sheet.paste(Image.fromarray(test.gray[i, 0].cpu().numpy()).convert("RGB"), (0, i * s))
+        sheet.paste(Image.fromarray(made[i]), (s, i * s))
+        sheet.paste(Image.fromarray(test.color[i].permute(1, 2, 0).cpu().numpy()), (2 * s, i * s))
+    return sheet
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+CURVES = [  # panel title, then (legend, metrics.csv column, colour) per line
+    ("GAN losses", [("D", "d_loss", "#d62728"), ("G adversarial", "g_adv", "#1f77b4")]),
+    ("train L1 (network units)", [("G L1", "g_l1", "#2ca02c")]),
+    ("learning rate", [("lr", "lr", "#7f7f7f")]),
+    ("test L1 (lower is better)", [("model", "test_l1", "#1f77b4"), ("gray", "gray_l1", "#999999")]),
+    ("test PSNR, dB", [("model", "test_psnr", "#1f77b4"), ("gray", "gray_psnr", "#999999")]),
+    ("test SSIM", [("model", "test_ssim", "#1f77b4"), ("gray", "gray_ssim", "#999999")]),
+]
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """The CURVES panels in a 3 x 2 grid, drawn with Pillow so that no plotting library is needed."""
+    pw, ph = 380, 250
+    img = Image.new("RGB", (3 * pw, 2 * ph), "white")
+    draw = ImageDraw.Draw(img)
+    for k, (title, series) in enumerate(CURVES):
+        _panel(draw, ((k % 3) * pw, (k // 3) * ph, pw, ph), title, series, rows)
+    save_image(img, path)
+
+
+def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str,
+           series: list[tuple[str, str, str]], rows: list[dict]) -> None:
+    """One line chart: title and legend on top, value range on the left, epochs below."""
+    x0, y0, w, h = box
+    left, top, right, bottom = x0 + 58, y0 + 30, x0 + w - 15, y0 + h - 30
+    font, small = _font(14), _font(11)
+    draw.text((x0 + 48, y0 + 8), title, fill="black", font=font)
+    draw.rectangle((left, top, right, bottom), outline="#444444")
+    epochs = [int(r["epoch"]) for r in rows]
+    lines = [[(e, float(r[key])) for e, r in zip(epochs, rows) if math.isfinite(float(r[key]))] for _, key, _ in series]
+    values = [v for line in lines for _, v in line]
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5 * (abs(lo) or 1), hi + 0.5 * (abs(hi) or 1)
+    e0, e1 = epochs[0], max(epochs[-1], epochs[0] + 1)
+
+    def xs(e: float) -> float:
+        return left + (e - e0) / (e1 - e0) * (right - left)
+
+    def ys(v: float) -> float:
+        return bottom - (v - lo) / (hi - lo) * (bottom - top)
+
+    for v in (hi, (lo + hi) / 2, lo):
+        draw.text((left - 4, ys(v)), f"{v:.3g}", fill="black", font=small, anchor="rm")
+    for e, anchor in ((e0, "lt"), (e1, "rt")):
+        draw.text((xs(e), bottom + 4), f"{e}", fill="black", font=small, anchor=anchor)
+    draw.text(((left + right) / 2, bottom + 4), "epoch", fill="#444444", font=small, anchor="mt")
+    legend_x = right
+    for (label, _, color), line in reversed(list(zip(series, lines))):
+        pts = [(xs(e), ys(v)) for e, v in line]
+        if len(pts) > 1:
+            draw.line(pts, fill=color, width=2)
+        for x, y in pts if len(pts) < 40 else pts[-1:]:
+            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=color)
+        draw.text((legend_x, y0 + 10), label, fill=color, font=small, anchor="ra")
+        legend_x -= draw.textlength(label, font=small) + 14
+
+
+# --- the run's files ---------------------------------------------------------------------
+
+CSV_FIELDS = ("epoch", "lr", "d_loss", "g_adv", "g_l1", "test_l1", "test_psnr", "test_ssim",
+              "gray_l1", "gray_psnr", "gray_ssim", "seconds", "images_per_s")
+
+
+def read_metrics(path: Path, upto: int) -> list[dict]:
+    """The rows of epochs 1..upto (a row written after the checkpoint it belongs to is dropped)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= upto]
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+
+
+def _optimizer_state(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state as named tensors plus a JSON part (no pickling)."""
+    sd = opt.state_dict()
+    tensors, other = {}, {}
+    for i, state in sd["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}.{i}.{k}"] = v
+            else:
+                other[f"{i}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "state": other}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in [(k[len(prefix) + 1:], v) for k, v in tensors.items() if k.startswith(prefix + ".")] + \
+            list(meta["state"].items()):
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _rng_states(d: Dist, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every process's torch generator states (CPU, and CUDA or MPS), as uint8 tensors."""
+    local = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        local["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        local["mps"] = torch.mps.get_rng_state()
+    if not d.on:
+        return {f"rng.{k}.0": v for k, v in local.items()}
+    out = {}
+    for k, v in local.items():
+        comm = v.to(device) if d.backend == "nccl" else v
+        parts = [torch.empty_like(comm) for _ in range(d.world)]
+        torch_dist.all_gather(parts, comm)
+        out.update({f"rng.{k}.{r}": p.cpu() for r, p in enumerate(parts)})
+    return out
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], d: Dist, device: torch.device) -> None:
+    """Put this process's generators back (the CUDA or MPS one where it was saved too)."""
+    torch.set_rng_state(tensors[f"rng.cpu.{d.rank}"])
+    if device.type == "cuda" and f"rng.cuda.{d.rank}" in tensors:
+        torch.cuda.set_rng_state(tensors[f"rng.cuda.{d.rank}"], device)
+    elif device.type == "mps" and f"rng.mps.{d.rank}" in tensors:
+        torch.mps.set_rng_state(tensors[f"rng.mps.{d.rank}"])
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------
+
+
+class StopFlag:
+    """Set by Ctrl-C (SIGINT) or SIGTERM; the loop checks it between steps, saves and exits."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+
+@contextmanager
+def catch_stop(flag: StopFlag, d: Dist) -> Iterator[None]:
+    """A first Ctrl-C asks for a clean stop; alone, a second one aborts at once. Under torchrun
+    every signal only asks (torchrun itself passes Ctrl-C on to the workers a second time)."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def ask(signum: int, frame: object) -> None:
+        if not flag.set and d.main:
+            console.print("[yellow]stopping after this step: saving a checkpoint to resume from "
+                          "(Ctrl-C again to abort at once)[/yellow]")
+        flag.set = True
+        if not d.on:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for s in previous:
+        signal.signal(s, ask)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+class Reporter:
+    """Epoch and step bars (a terminal only) with losses, images/s and ETA, and one line per
+    epoch (always). Losses are read from the device only every `every` seconds."""
+
+    def __init__(self, enabled: bool, every: float = 1.0) -> None:
+        self.enabled, self.every = enabled, every
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+            disable=not (enabled and console.is_terminal),
+        )
+        self.last_read = 0.0
+
+    def start(self, epochs: int, done: int, steps: int, images_per_step: int) -> None:
+        self.steps, self.epochs, self.images_per_step = steps, epochs, images_per_step
+        self.progress.start()
+        self.epoch_bar = self.progress.add_task("epochs", total=epochs, completed=done, info="")
+        self.step_bar = self.progress.add_task("steps", total=steps, info="")
+
+    def epoch_start(self, epoch: int, step: int) -> None:
+        self.t0, self.step0 = time.perf_counter(), step
+        self.progress.update(self.step_bar, description=f"epoch {epoch + 1}", completed=step, info="")
+
+    def step(self, epoch: int, step: int, sums: torch.Tensor, n: int) -> None:
+        """After `step` steps of `epoch` (0-based); `sums` holds the loss totals over `n` steps."""
+        self.progress.update(self.step_bar, completed=step)
+        now = time.perf_counter()
+        if not self.progress.disable and now - self.last_read > self.every:
+            self.last_read = now
+            d, adv, l1 = (sums / max(n, 1)).tolist()
+            per_step = (now - self.t0) / max(step - self.step0, 1)
+            rate = self.images_per_step / per_step
+            left = (self.steps - step) * per_step
+            self.progress.update(self.step_bar, info=f"D {d:.3f}  G {adv:.3f} + L1 {l1:.4f}  {rate:.1f} img/s  ETA {_hms(left)}")
+            self.progress.update(self.epoch_bar, info=f"ETA {_hms(left + (self.epochs - epoch - 1) * self.steps * per_step)} "
+                                                      "(training steps only)")
+
+    def epoch_end(self, row: dict, best: bool) -> None:
+        self.progress.update(self.epoch_bar, completed=int(row["epoch"]))
+        if self.enabled:
+            self.progress.console.print(
+                f"epoch {row['epoch']}/{self.epochs}  D {row['d_loss']:.3f}  G {row['g_adv']:.3f} + L1 {row['g_l1']:.4f}  "
+                f"| test L1 {row['test_l1']:.4f} PSNR {row['test_psnr']:.2f} SSIM {row['test_ssim']:.3f}  "
+                f"(gray {row['gray_l1']:.4f} {row['gray_psnr']:.2f} {row['gray_ssim']:.3f})  "
+                f"| {row['images_per_s']:.1f} img/s {row['seconds']:.1f} s" + ("  [green]best[/green]" if best else ""),
+                soft_wrap=True)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    main: bool  # rank 0, the process that reports
+    epochs_done: int  # complete epochs
+    interrupted: bool
+    stopped_at: int  # step of the unfinished epoch where an interrupted run stopped
+    best_epoch: int
+    best: dict[str, float]  # test scores of the best epoch
+    gray: dict[str, float]  # the gray baseline's
+    seconds: float
+    images_per_s: float  # training steps only (no evaluation, no checkpoints)
+    generator: UNet  # the trained networks (train mode), as this process holds them
+    discriminator: PatchGAN
+
+
+def train(cfg: TrainConfig, resume: bool = False, reporter: Reporter | None = None) -> TrainResult:
+    """Train (or, with `resume`, go on training) the run `cfg` describes; see the module docstring."""
+    d, device = start_processes(cfg)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cpu_threads(cfg, d))
+        result = _train(cfg, resume, d, device, reporter or Reporter(enabled=d.main))
+        if d.on:
+            torch_dist.barrier()  # rank 0 may still be writing; leave the process group together
+        return result
+    finally:
+        torch.set_num_threads(threads)
+        if d.on:
+            torch_dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, reporter: Reporter) -> TrainResult:
+    out, mcfg = Path(cfg.out), cfg.model
+    cuda = device.type == "cuda"
+    if cfg.sync_bn and d.on and not cuda:
+        raise UserError("--sync-bn needs CUDA GPUs (NCCL); gloo on CPUs cannot synchronise BatchNorm")
+    if d.main and not resume and ((out / "config.json").exists() or (out / "last.safetensors").exists()):
+        raise UserError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
+    checkpoint = None
+    if resume and not (out / "last.safetensors").exists():
+        # Stopped (or killed) before its first checkpoint; config.json is written first. There
+        # is nothing to go on from, so the run starts over with its own config.
+        if d.main:
+            console.print(f"{escape(str(out))} has no checkpoint yet: starting the run from its first epoch")
+    elif resume:
+        tensors, ckpt_cfg, extra = load_checkpoint(out / "last.safetensors")
+        if ckpt_cfg != mcfg:
+            raise UserError(f"{out / 'last.safetensors'} holds a {_describe(ckpt_cfg)} network, but "
+                            f"{out / 'config.json'} asks for a {_describe(mcfg)} one")
+        if extra["epoch"] >= cfg.epochs:
+            raise UserError(f"{out} has finished its {extra['epoch']} epochs; give --epochs N (more than "
+                            f"{extra['epoch']}) to train on")
+        checkpoint = (tensors, extra)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+    with console.status(f"reading {cfg.data}") if d.main else nullcontext():
+        data = load_data(cfg.data, mcfg.size)
+    if d.main:
+        for path, reason in data.skipped:
+            console.print(f"[yellow]skipped[/yellow] {escape(path)}: {escape(reason)}", soft_wrap=True)
+    on_device = not cuda or data.train.nbytes + data.test.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]
+    if on_device:
+        data = replace(data, train=data.train.to(device), test=data.test.to(device))
+
+    # The networks: the same initial weights in every process, then a dropout stream per process.
+    torch.manual_seed(cfg.seed)
+    g, dnet = build(mcfg)
+    torch.manual_seed(cfg.seed + 1 + d.rank)
+    if checkpoint:
+        load_state(g, checkpoint[0], "generator", out / "last.safetensors")
+        load_state(dnet, checkpoint[0], "discriminator", out / "last.safetensors")
+    if cfg.sync_bn and d.on:
+        g, dnet = nn.SyncBatchNorm.convert_sync_batchnorm(g), nn.SyncBatchNorm.convert_sync_batchnorm(dnet)
+    memory = torch.channels_last if cuda else torch.contiguous_format
+    g, dnet = g.to(device, memory_format=memory), dnet.to(device, memory_format=memory)
+
+    def make_optimizer(net: nn.Module) -> torch.optim.Optimizer:
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cuda or None)
+        return torch.optim.SGD(net.parameters(), lr=cfg.lr)
+
+    opt_g, opt_d = make_optimizer(g), make_optimizer(dnet)
+    sched_g, sched_d = (torch.optim.lr_scheduler.LambdaLR(o, lambda e: lr_factor(e, cfg.epochs)) for o in (opt_g, opt_d))
+
+    # Where to start, and the run's memory (best epoch, metrics so far).
+    done, start_step, best_l1, best_epoch = 0, 0, math.inf, 0
+    sums = torch.zeros(3, device=device)  # d_loss, g_adv, g_l1 summed over this epoch's steps
+    if checkpoint:
+        tensors, extra = checkpoint
+        _load_optimizer(opt_g, "optimizer_g", tensors, extra["optimizer_g"])
+        _load_optimizer(opt_d, "optimizer_d", tensors, extra["optimizer_d"])
+        sched_g.load_state_dict(extra["scheduler_g"])
+        sched_d.load_state_dict(extra["scheduler_d"])
+        done, start_step = extra["epoch"], extra["step"]
+        if extra["world_size"] != d.world:  # another process count shards the epoch differently
+            start_step = 0
+            if d.main:
+                console.print(f"[yellow]{out / 'last.safetensors'} was saved by {extra['world_size']} processes, "
+                              f"this is {d.world}: the random streams start afresh and epoch {done + 1} "
+                              "from its beginning[/yellow]", soft_wrap=True)
+        best_l1 = extra["best_l1"] if extra["best_l1"] is not None else math.inf
+        best_epoch = extra["best_epoch"]
+        if start_step and d.main:
+            sums = tensors["loss_sums"].to(device)
+        # --epochs may have changed: the learning rate follows the new schedule from here.
+        for opt, sched in ((opt_g, sched_g), (opt_d, sched_d)):
+            for group, base in zip(opt.param_groups, sched.base_lrs):
+                group["lr"] = base * lr_factor(done, cfg.epochs)
+        if extra["world_size"] == d.world:
+            _restore_rng(tensors, d, device)
+    rows = read_metrics(out / "metrics.csv", done) if resume else []
+
+    # Training forms: DDP averages gradients; torch.compile (opt-in) fuses kernels. The plain D
+    # (`d_plain`) scores G's output in G's step, where D's own gradients are not wanted.
+    raw_g, raw_d = g, dnet
+    g_train, d_train, d_plain = g, dnet, dnet
+    if d.on:
+        ids = [device.index] if cuda else None
+        g_train, d_train = nn.parallel.DistributedDataParallel(g, ids), nn.parallel.DistributedDataParallel(dnet, ids)
+    if cfg.compile:
+        g_train, d_train, d_plain = torch.compile(g_train), torch.compile(d_train), torch.compile(dnet)
+    amp = torch.autocast("cuda", torch.bfloat16) if cuda else nullcontext()
+
+    def train_step(gray01: torch.Tensor, color01: torch.Tensor) -> torch.Tensor:
+        x, y = encode_input(gray01, mcfg.space), encode_target(color01, mcfg.space)
+        with amp:
+            fake = g_train(x)
+        # D: real pairs -> 1, fake pairs -> 0, on every patch.
+        raw_d.requires_grad_(True)
+        with amp:
+            real_logits, fake_logits = d_train(x, y), d_train(x, fake.detach())
+        d_loss = 0.5 * (gan_loss(real_logits.float(), True, cfg.gan_loss) + gan_loss(fake_logits.float(), False, cfg.gan_loss))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        # G: make D answer 1, and stay near the truth.
+        raw_d.requires_grad_(False)
+        with amp:
+            fake_logits = d_plain(x, fake)
+        adv = gan_loss(fake_logits.float(), True, cfg.gan_loss)
+        l1 = (fake.float() - y).abs().mean()
+        opt_g.zero_grad(set_to_none=True)
+        (adv + cfg.l1_weight * l1).backward()
+        opt_g.step()
+        return torch.stack([d_loss, adv, l1]).detach()
+
+    def save(epochs_done: int, step: int, best_too: bool) -> None:
+        """last.safetensors (and best.safetensors): all processes take part, rank 0 writes."""
+        rng = _rng_states(d, device)
+        if not d.main:
+            return
+        tg, meta_g = _optimizer_state("optimizer_g", opt_g)
+        td, meta_d = _optimizer_state("optimizer_d", opt_d)
+        tensors = {**{f"generator.{k}": v for k, v in raw_g.state_dict().items()},
+                   **{f"discriminator.{k}": v for k, v in raw_d.state_dict().items()},
+                   **tg, **td, **rng, "loss_sums": sums}
+        extra = {"epoch": epochs_done, "step": step, "optimizer_g": meta_g, "optimizer_d": meta_d,
+                 "scheduler_g": sched_g.state_dict(), "scheduler_d": sched_d.state_dict(),
+                 "best_l1": best_l1 if math.isfinite(best_l1) else None, "best_epoch": best_epoch,
+                 "world_size": d.world, "train_config": cfg.to_dict()}
+        save_checkpoint(out / "last.safetensors", tensors, mcfg, extra)
+        if best_too:
+            save_checkpoint(out / "best.safetensors", tensors, mcfg, extra)
+
+    def agree(flag: bool) -> bool:
+        """True when any process says so (every process must call this at the same point)."""
+        if not d.on:
+            return flag
+        t = torch.tensor([float(flag)], device=device if d.backend == "nccl" else "cpu")
+        torch_dist.all_reduce(t, torch_dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    if d.main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(out, e) from None
+        write_config(cfg)
+        gray = gray_baseline(data.test)
+        console.print(
+            f"{escape(cfg.data)} ({data.source}): {len(data.train)} train, {len(data.test)} test photos at "
+            f"{mcfg.size} px{'' if on_device else ' (kept in CPU memory)'} · {mcfg.space} U-Net width {mcfg.width}, "
+            f"{sum(p.numel() for p in raw_g.parameters()) / 1e6:.2f} M parameters · {device}"
+            f"{f' x {d.world} processes' if d.on else ''} · run folder {escape(str(out))}", soft_wrap=True)
+        if resume:
+            console.print(f"resuming after epoch {done}" + (f", step {start_step}" if start_step else ""))
+    else:
+        gray = {}
+
+    stop = StopFlag()
+    steps = math.ceil(math.ceil(len(data.train) / d.world) / cfg.batch_size)
+    interrupted, stopped_at, t_start, images, train_seconds = False, 0, time.perf_counter(), 0.0, 0.0
+    g.train()
+    dnet.train()
+    reporter.start(cfg.epochs, done, steps, cfg.batch_size * d.world)
+    try:
+        with catch_stop(stop, d):
+            epoch = done
+            while epoch < cfg.epochs:
+                order, flips = epoch_order(len(data.train), cfg.seed, epoch, d)
+                order, flips = order.to(data.train.color.device), flips.to(data.train.color.device)
+                batches = list(zip(order.split(cfg.batch_size), flips.split(cfg.batch_size)))
+                reporter.epoch_start(epoch, start_step)
+                t0 = time.perf_counter()
+                for step in range(start_step, steps):
+                    # Alone, a stop is seen at once; processes agree on it every 25 steps.
+                    if (stop.set if not d.on else step % 25 == 0 and agree(stop.set)):
+                        interrupted = True
+                        break
+                    idx, flip = batches[step]
+                    sums += train_step(*get_batch(data.train, idx, flip, device, cuda))
+                    reporter.step(epoch, step + 1, sums, step + 1)
+                if interrupted:
+                    if d.on:
+                        torch_dist.all_reduce(sums)  # rank 0 carries every process's partial sums
+                    save(epoch, step, best_too=False)
+                    stopped_at = step
+                    break
+                epoch_images = len(data.train) * (steps - start_step) / steps
+                images += epoch_images
+                if d.on:
+                    torch_dist.all_reduce(sums)
+                    for b in list(raw_g.buffers()) + list(raw_d.buffers()):  # BN statistics: rank 0's
+                        torch_dist.broadcast(b, 0)
+                losses = (sums / (steps * d.world)).tolist()
+                seconds = time.perf_counter() - t0
+                train_seconds += seconds
+                lr = opt_g.param_groups[0]["lr"]
+                sched_g.step()
+                sched_d.step()
+                epoch, start_step = epoch + 1, 0
+                sums.zero_()
+                stop_early = False
+                if d.main:
+                    test = evaluate(raw_g, data.test, mcfg.space, device, cuda)
+                    best = test["l1"] < best_l1
+                    if best:
+                        best_l1, best_epoch = test["l1"], epoch
+                    row = {"epoch": epoch, "lr": lr, "d_loss": losses[0], "g_adv": losses[1], "g_l1": losses[2],
+                           **{f"test_{k}": v for k, v in test.items()}, **{f"gray_{k}": v for k, v in gray.items()},
+                           "seconds": seconds, "images_per_s": epoch_images / max(seconds, 1e-9)}
+                    rows.append(row)
+                    save_image(sample_sheet(raw_g, data.test, mcfg.space, device, cuda),
+                               out / "samples" / f"epoch_{epoch:03d}.png")
+                    stop_early = bool(cfg.patience) and epoch - best_epoch >= cfg.patience
+                    reporter.epoch_end(row, best)
+                else:
+                    best = False
+                save(epoch, 0, best_too=best)
+                if d.main:
+                    write_metrics(out / "metrics.csv", rows)
+                    plot_curves(rows, out / "curves.png")
+                if agree(stop_early):
+                    if d.main:
+                        console.print(f"early stop: no better test L1 for {cfg.patience} epochs (best: epoch {best_epoch})")
+                    break
+                if agree(stop.set):  # a stop during the evaluation
+                    interrupted = epoch < cfg.epochs
+                    break
+    except KeyboardInterrupt:
+        raise UserError(f"aborted; {out / 'last.safetensors'} holds the last saved state") from None
+    finally:
+        reporter.close()
+    seconds = time.perf_counter() - t_start
+    best_row = next((r for r in rows if int(r["epoch"]) == best_epoch), None)
+    return TrainResult(out, d.main, epoch, interrupted, stopped_at, best_epoch,
+                       {k: float(best_row[f"test_{k}"]) for k in ("l1", "psnr", "ssim")} if best_row else {},
+                       {k: float(v) for k, v in gray.items()}, seconds, images / max(train_seconds, 1e-9), raw_g, raw_d)
+
+
+def summary_table(r: TrainResult) -> Table:
+    """The run at a glance: time, speed, and the best epoch's test scores next to gray's."""
+    table = Table(title=f"train → {escape(str(r.out))}", title_justify="left")
+    table.add_column("")
+    table.add_column("model", justify="right")
+    table.add_column("gray", justify="right")
+    table.add_row("epochs done", str(r.epochs_done), "")
+    table.add_row("time this session", _hms(r.seconds), "")
+    table.add_row("training speed (steps only)", f"{r.images_per_s:.1f} img/s", "")
+    if r.best:
+        table.add_section()
+        table.add_row(f"test L1 (best: epoch {r.best_epoch})", f"{r.best['l1']:.4f}", f"{r.gray['l1']:.4f}")
+        table.add_row("test PSNR, dB", f"{r.best['psnr']:.2f}", f"{r.gray['psnr']:.2f}")
+        table.add_row("test SSIM", f"{r.best['ssim']:.4f}", f"{r.gray['ssim']:.4f}")
+    return table
+
+
+def _describe(m: ModelConfig) -> str:
+    return f"{m.size} px {m.space} width-{m.width} depth-{m.depth}"

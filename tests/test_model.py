@@ -1,0 +1,242 @@
+"""The networks, the colour encoding and the checkpoint format of colorize_cli/model.py."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from skimage.color import lab2rgb, rgb2lab
+
+from colorize_cli.errors import UserError
+from colorize_cli.model import (ModelConfig, PatchGAN, UNet, build, decode_output, encode_input, encode_target,
+                                fold_batchnorm, init_weights, lab_to_rgb, load_checkpoint, load_generator,
+                                load_state, receptive_field, rgb_to_lab, save_checkpoint, to_uint8_exact)
+
+
+def _trained_stats(net: torch.nn.Module, *inputs: torch.Tensor) -> None:
+    """A few train-mode passes so every BatchNorm has running statistics far from (0, 1)."""
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(*(3 * x + 1 for x in inputs))
+
+
+# --- shapes and sizes --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("space,channels", [("lab", 2), ("rgb", 3)])
+@pytest.mark.parametrize("size,depth,patches", [(16, 3, 1), (32, 4, 2), (48, 4, 3), (64, 5, 4)])
+def test_shapes(size: int, depth: int, patches: int, space: str, channels: int) -> None:
+    cfg = ModelConfig(size=size, width=4, space=space)
+    assert cfg.depth == depth  # bottleneck 2x2 (3x3 at 48 px: 48 is a multiple of 2**4)
+    g, d = build(cfg)
+    x = torch.rand(2, 1, size, size)
+    y = g(x)
+    assert y.shape == (2, channels, size, size)
+    assert y.abs().max() <= 1  # tanh
+    assert d(x, y).shape == (2, 1, patches, patches)  # size / 2**d_layers
+    # The generator runs on any multiple of 2**depth, not only its training size.
+    assert g.eval()(torch.rand(1, 1, 2 * size, 3 * size)).shape == (1, channels, 2 * size, 3 * size)
+
+
+def test_original_layout_at_256() -> None:
+    """The original project's numbers: 7 levels at 256 px, a 16x16 PatchGAN map of 78 px patches."""
+    cfg = ModelConfig(size=256)
+    assert cfg.depth == 7 and cfg.width == 64
+    assert receptive_field(cfg.d_layers) == 78
+    d = PatchGAN(ModelConfig(size=256, width=2))
+    assert d(torch.zeros(1, 1, 256, 256), torch.zeros(1, 2, 256, 256)).shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize("size,message", [
+    (40, "image size 40 must be a positive multiple of 16 for a 4-level U-Net"),
+    (100, "image size 100 must be a positive multiple of 32 for a 5-level U-Net"),
+    (8, "image size 8 is too small for a 4-layer PatchGAN (at least 16 px)"),
+    (2, "image size 2 is too small (at least 4 px)"),
+])
+def test_invalid_size_is_a_clear_error(size: int, message: str) -> None:
+    with pytest.raises(UserError) as e:
+        ModelConfig(size=size)
+    assert str(e.value) == message
+
+
+def test_bad_space_and_unknown_config_keys() -> None:
+    with pytest.raises(UserError, match="colour space must be 'lab' or 'rgb', not 'hsv'"):
+        ModelConfig(space="hsv")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=r"unknown keys: \['colour'\]"):
+        ModelConfig.from_dict({"size": 32, "colour": "lab"})
+
+
+# --- BatchNorm folding and init ----------------------------------------------------------
+
+
+def test_folded_network_equals_eval_mode() -> None:
+    torch.manual_seed(0)
+    g, d = build(ModelConfig(size=32, width=8))
+    x, y = torch.rand(4, 1, 32, 32), torch.rand(4, 2, 32, 32) * 2 - 1
+    _trained_stats(g, x)
+    _trained_stats(d, x, y)
+    g.eval(), d.eval()
+    gf, df = fold_batchnorm(g), fold_batchnorm(d)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gf.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())  # the original is untouched
+    with torch.no_grad():
+        assert (gf(x) - g(x)).abs().max() < 1e-5
+        assert (df(x, y) - d(x, y)).abs().max() < 1e-5
+
+
+def test_sync_batchnorm_folds_too() -> None:
+    """A generator trained with --sync-bn has SyncBatchNorm layers; folding treats them alike."""
+    torch.manual_seed(1)
+    g = UNet(ModelConfig(size=16, width=4))
+    init_weights(g)
+    _trained_stats(g, torch.rand(2, 1, 16, 16))
+    sync = torch.nn.SyncBatchNorm.convert_sync_batchnorm(g).eval()
+    folded = fold_batchnorm(sync)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        assert (folded(x) - g.eval()(x)).abs().max() < 1e-5
+
+
+def test_init_statistics() -> None:
+    torch.manual_seed(0)
+    g, d = build(ModelConfig(size=32, width=32))
+    convs = [m for net in (g, d) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for net in (g, d) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    w = torch.cat([m.weight.flatten() for m in convs])
+    gamma = torch.cat([m.weight for m in bns])
+    assert w.numel() > 100_000 and gamma.numel() > 500
+    assert abs(w.mean()) < 1e-3 and abs(w.std() - 0.02) < 1e-3
+    assert abs(gamma.mean() - 1) < 3e-3 and abs(gamma.std() - 0.02) < 3e-3
+    assert all(torch.all(m.bias == 0) for m in convs + bns if m.bias is not None)
+    # Convolutions followed by BatchNorm have no bias (beta replaces it); the others do.
+    assert g.down[0].conv.bias is not None and g.down[1].conv.bias is None
+
+
+# --- colour encoding ---------------------------------------------------------------------
+
+
+def test_lab_matches_scikit_image_and_round_trips() -> None:
+    rgb = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    rgb[0, :, 0, :] = torch.linspace(0, 1, 16, dtype=torch.float64)  # grays, down to black
+    lab = rgb_to_lab(rgb)
+    ref = rgb2lab(rgb.permute(0, 2, 3, 1).numpy(), channel_axis=-1)
+    assert np.abs(lab.permute(0, 2, 3, 1).numpy() - ref).max() < 0.01
+    assert (lab_to_rgb(lab) - rgb).abs().max() < 1e-6  # the matrix constants are float32
+    back = lab2rgb(lab.permute(0, 2, 3, 1).numpy(), channel_axis=-1)
+    assert np.abs(back - rgb.permute(0, 2, 3, 1).numpy()).max() < 1e-3
+    assert lab[0, 1:, 0].abs().max() < 1e-5  # a neutral gray has no chroma (to float32 precision)
+
+
+def test_encodings_stay_in_unit_range() -> None:
+    corners = torch.tensor([[[[r]], [[g]], [[b]]] for r in (0.0, 1.0) for g in (0.0, 1.0) for b in (0.0, 1.0)])
+    rgb = torch.cat([corners, torch.rand(500, 3, 1, 1)])
+    for space in ("lab", "rgb"):
+        assert encode_target(rgb, space).abs().max() <= 1
+        x = encode_input(torch.linspace(0, 1, 256).reshape(1, 1, 16, 16), space)
+        assert x.min() == pytest.approx(-1, abs=1e-6) and x.max() == pytest.approx(1, abs=1e-6)
+
+
+@pytest.mark.parametrize("space", ["lab", "rgb"])
+def test_luma_lock_is_exact(space: str) -> None:
+    """Whatever the network says, the 8-bit output's Pillow "L" is the gray input, pixel for pixel."""
+    gen = torch.Generator().manual_seed(3)
+    gray_u8 = torch.randint(0, 256, (2, 1, 24, 24), generator=gen, dtype=torch.uint8)
+    gray_u8[0, 0, 0, :3] = torch.tensor([0, 255, 1])
+    out = torch.rand(2, 2 if space == "lab" else 3, 12, 12, generator=gen) * 2 - 1  # half size: upsampled
+    rgb = decode_output(gray_u8.float() / 255, out, space)
+    assert rgb.shape == (2, 3, 24, 24) and rgb.min() >= 0 and rgb.max() <= 1
+    for i in range(2):
+        img = to_uint8_exact(rgb[i].permute(1, 2, 0).numpy(), gray_u8[i, 0].numpy())
+        assert np.array_equal(np.asarray(Image.fromarray(img).convert("L")), gray_u8[i, 0].numpy())
+
+
+def test_real_colors_survive_decoding() -> None:
+    """A perfect network (one that outputs the encoded truth) gives the photo back.
+
+    rgb: to 8-bit rounding. lab: L* comes from the gray (BT.601 luma of gamma-encoded values),
+    not from the photo's own L* (from linear light), so colours shift a little; for muted,
+    photo-like colours by under 1% on average (0.2% measured on the shared beach photos).
+    """
+    gen = torch.Generator().manual_seed(0)
+    rgb = (0.2 + 0.6 * torch.rand(1, 1, 32, 32, generator=gen) + 0.2 * (torch.rand(1, 3, 32, 32, generator=gen) - 0.5))
+    u8 = (rgb * 255).round().to(torch.uint8)
+    gray = torch.from_numpy(np.array(Image.fromarray(u8[0].permute(1, 2, 0).numpy()).convert("L")))[None, None]
+    truth = u8.float() / 255
+    rgb_back = decode_output(gray.float() / 255, encode_target(truth, "rgb"), "rgb")
+    assert (rgb_back - truth).abs().max() < 2 / 255
+    lab_back = decode_output(gray.float() / 255, encode_target(truth, "lab"), "lab")
+    assert (lab_back - truth).abs().mean() < 0.01
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:
+    cfg = ModelConfig(size=32, width=8, space="rgb")
+    torch.manual_seed(0)
+    g, d = build(cfg)
+    _trained_stats(g, torch.rand(2, 1, 32, 32))
+    tensors = {**{f"generator.{k}": v for k, v in g.state_dict().items()},
+               **{f"discriminator.{k}": v for k, v in d.state_dict().items()},
+               "rng.cpu.0": torch.get_rng_state()}
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, tensors, cfg, {"epoch": 3, "note": "x"})
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file left
+    back, cfg2, extra = load_checkpoint(path)
+    assert cfg2 == cfg and extra == {"epoch": 3, "note": "x"}
+    assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    g2, cfg3 = load_generator(path)
+    assert cfg3 == cfg and not g2.training
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(g2(x), g.eval()(x))
+    d2 = PatchGAN(cfg)
+    load_state(d2, back, "discriminator", path)
+    assert all(torch.equal(a, b) for a, b in zip(d2.state_dict().values(), d.state_dict().values()))
+
+
+def test_checkpoint_for_another_network_is_a_clear_error(tmp_path) -> None:
+    g, _ = build(ModelConfig(size=32, width=8))
+    path = tmp_path / "w.safetensors"
+    save_checkpoint(path, {f"generator.{k}": v for k, v in g.state_dict().items()}, ModelConfig(size=32, width=8))
+    with pytest.raises(UserError, match=r"w.safetensors: checkpoint does not match the network its config "
+                                        r"describes \(shape of down.0.conv.bias is \(8,\), expected \(16,\)\)"):
+        load_state(UNet(ModelConfig(size=32, width=16)), load_checkpoint(path)[0], "generator", path)
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(UserError, match="plain.safetensors: safetensors file without a colorize model config"):
+        load_checkpoint(tmp_path / "plain.safetensors")
+
+
+class _Payload:
+    """Unpickling this would create a file: proof of code execution."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_pickle_renamed_safetensors_is_refused_not_run(tmp_path, protocol: int) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(pickle.dumps(_Payload(str(marker)), protocol=protocol))
+    with pytest.raises(UserError) as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(f"{path}: ")
+    assert "pickle" in str(e.value) or "not a valid safetensors checkpoint" in str(e.value)
+    assert not marker.exists()
+
+
+def test_torch_save_file_is_refused(tmp_path) -> None:
+    path = tmp_path / "model.safetensors"
+    torch.save({"generator.x": torch.zeros(2)}, path)  # a zip archive of pickles
+    with pytest.raises(UserError, match="is a pickle/torch.save file; only safetensors checkpoints are loaded"):
+        load_checkpoint(path)

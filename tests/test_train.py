@@ -1,0 +1,358 @@
+"""`colorize train`: data loading, the run folder, learning, exact resume, Ctrl-C, options."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from colorize_cli import metrics
+from colorize_cli.cli import main
+from colorize_cli.data import load_data, native_size
+from colorize_cli.errors import UserError
+from colorize_cli.model import decode_output, encode_input, load_checkpoint, load_generator, to_uint8_exact
+from colorize_cli.prep import make_pair
+from colorize_cli.train import SEED_RECIPE, Reporter, configure, lr_factor, read_config, train
+
+# A beach palette: colours a gray photo cannot tell apart by itself, muted enough for CIELAB.
+PALETTE = [(200, 80, 60), (60, 140, 200), (90, 160, 70), (220, 200, 120)]
+
+
+def photo(seed: int, w: int = 40, h: int = 36) -> Image.Image:
+    """A colourful photo: four palette blocks in a seed-dependent order, plus mild noise."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros((h, w, 3), np.int16)
+    order = rng.permutation(4)
+    for q, (ys, xs) in enumerate([(slice(0, h // 2), slice(0, w // 2)), (slice(0, h // 2), slice(w // 2, w)),
+                                  (slice(h // 2, h), slice(0, w // 2)), (slice(h // 2, h), slice(w // 2, w))]):
+        a[ys, xs] = PALETTE[order[q]]
+    a += rng.integers(-12, 13, a.shape, dtype=np.int16)
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def make_prep(root: Path, n_train: int, n_test: int, size: int = 32) -> Path:
+    """A prep-style data set: root/train and root/test holding A|B pairs."""
+    for i in range(n_train + n_test):
+        split = "train" if i < n_train else "test"
+        (root / split).mkdir(parents=True, exist_ok=True)
+        make_pair(photo(i), size, "crop").save(root / split / f"img{i:02d}.png")
+    return root
+
+
+def cli(*args: str) -> int:
+    """Run `colorize ARGS` in this process; its exit code."""
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    return e.value.code or 0
+
+
+def tensors_of(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)[0]
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    """Bit-identical networks, optimizer moments and random generator states."""
+    ta, tb = tensors_of(a), tensors_of(b)
+    assert ta.keys() == tb.keys()
+    assert any(k.startswith("optimizer_g.") for k in ta) and any(k.startswith("rng.cpu.") for k in ta)
+    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not different, different[:5]
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+TINY = ("--size", "32", "--width", "8", "--batch-size", "2", "--threads", "1")  # 1 thread: tiny nets, shared CPUs
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """8 training pairs (4 steps of 2 per epoch) and 2 test pairs at 32 px."""
+    return make_prep(tmp_path_factory.mktemp("data"), 8, 2)
+
+
+@pytest.fixture(scope="module")
+def straight(data: Path, tmp_path_factory) -> Path:
+    """A 2-epoch run in one go: the reference the resumed runs must equal bit for bit."""
+    run = tmp_path_factory.mktemp("runs") / "straight"
+    assert cli("train", data, *TINY, "--epochs", "2", "--out", run) == 0
+    return run
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def test_prep_output_is_loaded_and_resized(tmp_path: Path) -> None:
+    root = make_prep(tmp_path / "d", 3, 2, size=48)
+    (root / "train" / "notes.png").write_text("not an image")
+    Image.new("RGB", (48, 48), (10, 200, 30)).save(root / "train" / "square.png")
+    assert native_size(root) == 48
+    ds = load_data(root, 32)
+    assert ds.source == "prep output" and ds.size == 32
+    assert ds.train.color.shape == (3, 3, 32, 32) and ds.train.gray.shape == (3, 1, 32, 32)
+    assert ds.train.color.dtype == torch.uint8 and ds.test.names == ["img03.png", "img04.png"]
+    assert sorted((Path(p).name, why.split(" (")[0]) for p, why in ds.skipped) == [
+        ("notes.png", "not an image"), ("square.png", "not an A|B pair")]
+    pair = Image.open(root / "train" / "img00.png")
+    gray = pair.crop((48, 0, 96, 48)).convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    assert np.array_equal(ds.train.gray[0, 0].numpy(), np.asarray(gray))
+    same = load_data(root, 48)  # its own size: the pixels as prep wrote them
+    assert np.array_equal(same.train.color[1].permute(1, 2, 0).numpy(),
+                          np.asarray(Image.open(root / "train" / "img01.png"))[:, :48])
+
+
+def test_photo_folder_is_split_as_prep_would(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(10):
+        photo(i).save(photos / f"p{i}.png")
+    (photos / "p9_copy.png").write_bytes((photos / "p9.png").read_bytes())
+    Image.new("RGB", (40, 40), (90, 90, 90)).save(photos / "gray.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    ds = load_data(photos, 32)
+    assert ds.source == "photo folder"
+    reasons = {Path(p).name: why for p, why in ds.skipped}
+    assert reasons.keys() == {"p9_copy.png", "gray.png", "broken.jpg"}
+    assert reasons["p9_copy.png"] == f"duplicate of {photos / 'p9.png'}" and reasons["gray.png"].startswith("grayscale")
+    assert len(ds.train) == 8 and len(ds.test) == 2  # prep's default test fraction, 0.2
+    # The very split and pixels `colorize prep` makes with its defaults.
+    assert cli("prep", photos, tmp_path / "prepped", "--size", "32") == 0
+    prepped = load_data(tmp_path / "prepped", 32)
+    for ours, theirs in ((ds.train, prepped.train), (ds.test, prepped.test)):
+        assert sorted(ours.names) == sorted(theirs.names)
+        for i, name in enumerate(ours.names):
+            j = theirs.names.index(name)
+            assert torch.equal(ours.color[i], theirs.color[j]) and torch.equal(ours.gray[i], theirs.gray[j])
+
+
+def test_unusable_data_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert cli("train", tmp_path / "missing", "--out", tmp_path / "r") == 1
+    assert f"{tmp_path / 'missing'}: no such folder" in capsys.readouterr().err
+    root = make_prep(tmp_path / "d", 3, 0)
+    assert cli("train", root, *TINY, "--out", tmp_path / "r") == 1
+    assert "no test images, so nothing to measure progress on" in capsys.readouterr().err
+    assert cli("train", root, "--size", "40", "--out", tmp_path / "r") == 1
+    assert "image size 40 must be a positive multiple of 16 for a 4-level U-Net" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+# --- a run and its files -----------------------------------------------------------------
+
+
+def test_run_folder(straight: Path, data: Path) -> None:
+    cfg = json.loads((straight / "config.json").read_text())
+    assert cfg["model"] == {"size": 32, "width": 8, "space": "lab", "depth": 4, "dropout": 0.5,
+                            "dropout_blocks": 3, "d_layers": 4}
+    assert (cfg["epochs"], cfg["batch_size"], cfg["optimizer"], cfg["lr"], cfg["gan_loss"], cfg["l1_weight"]) == \
+        (2, 2, "adam", 2e-4, "lsgan", 100.0)
+    table = rows(straight)
+    assert [r["epoch"] for r in table] == ["1", "2"]
+    assert [float(r["lr"]) for r in table] == [2e-4, 1e-4]  # constant for half the epochs, then down
+    assert list(table[0]) == ["epoch", "lr", "d_loss", "g_adv", "g_l1", "test_l1", "test_psnr", "test_ssim",
+                              "gray_l1", "gray_psnr", "gray_ssim", "seconds", "images_per_s"]
+    for name in ("epoch_001.png", "epoch_002.png"):
+        assert Image.open(straight / "samples" / name).size == (3 * 32, 2 * 32)  # gray | generated | real, 2 test photos
+    assert Image.open(straight / "curves.png").size == (1140, 500)
+    extra = load_checkpoint(straight / "last.safetensors")[2]
+    assert (extra["epoch"], extra["step"]) == (2, 0)
+    assert str(extra["best_epoch"]) == min(table, key=lambda r: float(r["test_l1"]))["epoch"]
+    assert sorted(p.name for p in straight.iterdir()) == [
+        "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.csv", "samples"]
+
+    # The figures are what a user gets: best.safetensors through decode_output and 8-bit output.
+    g, mcfg = load_generator(straight / "best.safetensors")
+    best = next(r for r in table if r["epoch"] == str(extra["best_epoch"]))
+    l1, gray_l1 = [], []
+    for path in sorted((data / "test").iterdir()):
+        pair = np.asarray(Image.open(path).convert("RGB"))
+        truth, gray = pair[:, :32] / 255.0, pair[:, 32:, 0]
+        gray01 = torch.from_numpy(gray.astype(np.float32) / 255)[None, None]
+        with torch.no_grad():
+            rgb = decode_output(gray01, g(encode_input(gray01, mcfg.space)), mcfg.space)
+        made = to_uint8_exact(rgb[0].permute(1, 2, 0).numpy(), gray) / 255.0
+        l1.append(metrics.mae(made, truth))
+        gray_l1.append(metrics.mae(np.repeat(gray[..., None] / 255.0, 3, axis=2), truth))
+    assert float(best["test_l1"]) == pytest.approx(np.mean(l1), abs=2e-6)
+    assert float(best["gray_l1"]) == pytest.approx(np.mean(gray_l1), abs=2e-6)
+
+
+def test_learning_happens(tmp_path: Path) -> None:
+    """4 photos, 60 steps (batch 2, 30 epochs): the L1 error on them falls at least 30% below the
+    gray photos' own (measured: 45%), and the training L1 loss to under half its first value."""
+    root = make_prep(tmp_path / "d", 4, 0)
+    (root / "test").mkdir()
+    for p in (root / "train").iterdir():
+        (root / "test" / p.name).write_bytes(p.read_bytes())
+    assert cli("train", root, *TINY, "--epochs", "30", "--lr", "2e-3", "--out", tmp_path / "r") == 0
+    table = rows(tmp_path / "r")
+    assert float(table[-1]["test_l1"]) < 0.7 * float(table[-1]["gray_l1"])
+    assert float(table[-1]["g_l1"]) < 0.5 * float(table[0]["g_l1"])
+
+
+# --- resume and Ctrl-C -------------------------------------------------------------------
+
+
+def test_resume_at_an_epoch_boundary_is_exact(data: Path, straight: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", data, *TINY, "--epochs", "1", "--out", run) == 0
+    assert cli("train", "--resume", run, "--epochs", "2") == 0
+    assert_same_state(run / "last.safetensors", straight / "last.safetensors")
+    ours, theirs = rows(run), rows(straight)
+    assert [r["epoch"] for r in ours] == ["1", "2"]
+    for key in ("lr", "d_loss", "g_adv", "g_l1", "test_l1", "test_psnr", "test_ssim"):
+        assert [r[key] for r in ours] == [r[key] for r in theirs]
+
+
+class _CtrlCAt(Reporter):
+    """Presses Ctrl-C (a real SIGINT to this process) after a given step of a given epoch."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(enabled=False)
+        self.at = (epoch, step)
+
+    def step(self, epoch: int, step: int, sums: torch.Tensor, n: int) -> None:
+        if (epoch, step) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_mid_epoch_then_resume_is_exact(data: Path, straight: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    cfg = configure(str(data), str(run), None, None, {"size": 32, "width": 8, "batch_size": 2, "epochs": 2, "threads": 1})
+    result = train(cfg, reporter=_CtrlCAt(epoch=1, step=2))  # 0-based epoch 1: the second
+    assert result.interrupted and (result.epochs_done, result.stopped_at) == (1, 2)
+    assert "stopping after this step" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    extra = load_checkpoint(run / "last.safetensors")[2]
+    assert (extra["epoch"], extra["step"]) == (1, 2)
+    assert cli("train", "--resume", run) == 0
+    assert "resuming after epoch 1, step 2" in capsys.readouterr().err
+    assert_same_state(run / "last.safetensors", straight / "last.safetensors")
+    assert [r["g_l1"] for r in rows(run)] == [r["g_l1"] for r in rows(straight)]
+
+
+def test_ctrl_c_in_a_real_process(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "colorize_cli", "train", str(data), *TINY, "--epochs", "1000",
+                             "--out", str(run)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("epoch 1/1000"):
+                break
+        proc.send_signal(signal.SIGINT)
+        err = "".join(lines) + proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "stopping after this step" in err and f"Go on with: colorize train --resume {run}" in err
+    tensors, _, extra = load_checkpoint(run / "last.safetensors")
+    done = extra["epoch"]
+    assert done >= 1 and "generator.down.0.conv.weight" in tensors
+    assert [int(r["epoch"]) for r in rows(run)] == list(range(1, done + 1))
+    assert cli("train", "--resume", run, "--epochs", str(done + 1)) == 0
+    assert [int(r["epoch"]) for r in rows(run)] == list(range(1, done + 2))
+
+
+def test_resume_refuses_another_network_or_recipe(straight: Path, capsys) -> None:
+    assert cli("train", "--resume", straight, "--width", "16", "--epochs", "3") == 1
+    assert (f"--width 16 does not match the run's 8 ({straight / 'config.json'}): a resumed run keeps its network"
+            in capsys.readouterr().err)
+    assert cli("train", "--resume", straight, "--gan-loss", "vanilla", "--epochs", "3") == 1
+    assert "a resumed run keeps its recipe" in capsys.readouterr().err
+    assert cli("train", "--resume", straight) == 1
+    assert "has finished its 2 epochs; give --epochs N (more than 2) to train on" in capsys.readouterr().err
+    assert cli("train", straight.parent / "nothing-here", "--resume", straight.parent) == 1
+    assert "not a training run (no config.json)" in capsys.readouterr().err
+
+
+def test_checkpoint_not_matching_its_config_is_refused(straight: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "copy"
+    run.mkdir()
+    (run / "last.safetensors").write_bytes((straight / "last.safetensors").read_bytes())
+    cfg = json.loads((straight / "config.json").read_text())
+    cfg["model"]["width"] = 16
+    cfg["epochs"] = 3
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert cli("train", "--resume", run) == 1
+    assert ("last.safetensors holds a 32 px lab width-8 depth-4 network, but "
+            f"{run / 'config.json'} asks for a 32 px lab width-16 depth-4 one") in capsys.readouterr().err
+
+
+def test_a_run_folder_is_never_overwritten(straight: Path, data: Path, capsys) -> None:
+    before = (straight / "last.safetensors").read_bytes()
+    assert cli("train", data, *TINY, "--epochs", "1", "--out", straight) == 1
+    assert f"{straight} already holds a run: continue it with --resume {straight}" in capsys.readouterr().err
+    assert (straight / "last.safetensors").read_bytes() == before
+
+
+def test_patience_stops_when_test_l1_stalls(tmp_path: Path, capsys) -> None:
+    """Gray test photos: the untrained network's near-gray output is the best it will do, so
+    with --patience 2 the run stops after epoch 3, keeping epoch 1 as best.safetensors."""
+    root = make_prep(tmp_path / "d", 8, 2)
+    for p in (root / "test").iterdir():
+        pair = Image.open(p)
+        pair.paste(pair.crop((32, 0, 64, 32)), (0, 0))  # A := B, a gray photo
+        pair.save(p)
+    run = tmp_path / "run"
+    assert cli("train", root, *TINY, "--epochs", "12", "--patience", "2", "--out", run) == 0
+    table = rows(run)
+    assert [r["epoch"] for r in table] == ["1", "2", "3"]
+    assert float(table[0]["test_l1"]) < min(float(table[1]["test_l1"]), float(table[2]["test_l1"]))
+    assert table[0]["gray_l1"] == "0" and table[0]["gray_psnr"] == "inf"
+    assert "early stop: no better test L1 for 2 epochs (best: epoch 1)" in capsys.readouterr().err
+    assert load_checkpoint(run / "best.safetensors")[2]["epoch"] == 1
+    assert load_checkpoint(run / "last.safetensors")[2]["epoch"] == 3
+
+
+# --- options -----------------------------------------------------------------------------
+
+
+def test_seed_preset_and_explicit_options(data: Path, tmp_path: Path) -> None:
+    cfg = configure(str(data), str(tmp_path / "a"), None, "seed", {})
+    assert (cfg.model.space, cfg.batch_size, cfg.gan_loss, cfg.l1_weight, cfg.epochs) == ("rgb", 1, "lsgan", 100.0, 200)
+    assert SEED_RECIPE == {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "l1_weight": 100.0, "epochs": 200}
+    assert (cfg.optimizer, cfg.lr, cfg.beta1, cfg.model.width, cfg.model.size, cfg.preset) == ("adam", 2e-4, 0.5, 64, 32, "seed")
+    mine = configure(str(data), str(tmp_path / "b"), None, "seed", {"epochs": 1, "space": "lab", "optimizer": "sgd"})
+    assert (mine.epochs, mine.model.space, mine.batch_size, mine.lr) == (1, "lab", 1, 0.01)  # given options win
+    plain = configure(str(data), None, None, None, {})
+    assert (plain.model.space, plain.batch_size, plain.epochs) == ("lab", 16, 100)
+    assert Path(plain.out).parent == Path("runs")
+
+
+def test_seed_preset_trains_rgb_with_batch_one(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "seed"
+    assert cli("train", data, "--preset", "seed", "--size", "32", "--width", "8", "--epochs", "1", "--threads", "1",
+               "--gan-loss", "vanilla", "--out", run) == 0
+    cfg = read_config(run)
+    assert (cfg.preset, cfg.model.space, cfg.batch_size, cfg.gan_loss) == ("seed", "rgb", 1, "vanilla")
+    assert load_checkpoint(run / "last.safetensors")[1].space == "rgb"
+    assert float(rows(run)[0]["test_l1"]) > 0
+
+
+def test_learning_rate_schedule() -> None:
+    assert [lr_factor(e, 4) for e in range(4)] == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3], abs=1e-12)
+    assert [lr_factor(e, 1) for e in range(1)] == [1.0]
+    assert [round(lr_factor(e, 200), 4) for e in (0, 99, 100, 199)] == [1.0, 1.0, 0.9901, 0.0099]
+
+
+def test_bad_options(data: Path, tmp_path: Path, capsys) -> None:
+    if not torch.cuda.is_available():
+        assert cli("train", data, "--device", "cuda", "--size", "32", "--out", tmp_path / "r") == 1
+        assert "--device cuda: not available on this machine (try --device auto)" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--lr must be positive"):
+        configure(str(data), str(tmp_path / "r"), None, None, {"lr": 0.0})
+    with pytest.raises(UserError, match="give DATA"):
+        configure(None, None, None, None, {})
