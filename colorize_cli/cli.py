@@ -301,5 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         if "--debug" in args:
             raise
         msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e} (run with --debug for the traceback)"
+        # One line always: control characters from file contents or names are shown escaped.
+        msg = "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
         console.print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)
         sys.exit(1)

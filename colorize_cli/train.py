@@ -823,9 +823,10 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
                     reporter.epoch_end(row, best)
                 else:
                     best = False
+                if d.main:  # the row first: a kill between the two leaves a row that resume drops
+                    write_metrics(out / "metrics.csv", rows)
                 save(epoch, 0, best_too=best)
                 if d.main:
-                    write_metrics(out / "metrics.csv", rows)
                     plot_curves(rows, out / "curves.png")
                 if agree(stop_early):
                     if d.main:

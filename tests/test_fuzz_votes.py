@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, find, given, settings
+from hypothesis import HealthCheck, example, find, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
@@ -118,6 +118,7 @@ def test_the_fuzzer_reaches_both_outcomes() -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ANY_TEXT)
+@example("0\x1e0\r2")  # a control character inside the quoted cell once split the error line
 def test_the_command_exits_0_or_1_with_one_error_line(text: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = _write(d, text)

@@ -86,7 +86,7 @@ def check_run_folder(run: Path) -> int:
         with open(run / "metrics.csv", newline="") as f:
             epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
         assert epochs == list(range(1, len(epochs) + 1))
-        assert len(epochs) >= last  # a row is written after its checkpoint
+        assert len(epochs) >= last  # a row is written before its checkpoint
     return last
 
 
