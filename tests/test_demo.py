@@ -11,18 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorize_cli.cli import main
+from clirun import run_cli
 from colorize_cli.demo import MANIFEST, SAMPLES
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *args)
 
 
 def test_demo_writes_images_sheet_page_and_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

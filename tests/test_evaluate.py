@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorize_cli.cli import main
+from clirun import run_cli
 from colorize_cli.imageio import to_gray
 from colorize_cli.metrics import score
 from colorize_cli.model import ModelConfig, build, save_checkpoint
@@ -41,13 +41,7 @@ def ssim_constant(p: tuple[int, ...], t: tuple[int, ...]) -> float:
 
 
 def cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *args)
 
 
 def solid(path: Path, rgb: tuple[int, int, int], size: tuple[int, int] = (32, 32)) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from colorize_cli.cli import main
+from clirun import run_cli
 from colorize_cli.errors import UserError
 from colorize_cli.infer import MIN_SIDE, Colorizer, Geometry
 from colorize_cli.model import ModelConfig, build, save_checkpoint
@@ -54,14 +54,7 @@ def tiny(run_dir: Path) -> Colorizer:
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    """Run `colorize ARGS` in this process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *args)
 
 
 def test_bundled_model_keeps_the_inputs_luminance_exactly() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colorize_cli.cli import main
+from clirun import run_cli
 from colorize_cli.votes import fleiss_kappa, kappa_label, read_votes
 
 # The 4 x 3 study used throughout: 4 images, volunteers ann, ben, cat; 1 = fooled.
@@ -32,13 +32,7 @@ KAPPA_4_12 = -0.125
 
 
 def cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *args)
 
 
 def study(tmp_path: Path, text: str, capsys, name: str = "votes.csv") -> dict:
