@@ -15,7 +15,6 @@ to keep whole in RAM or on the GPU, so training never waits for a disk or a deco
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,8 @@ import torch
 from PIL import Image
 
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import GRAYSCALE_COLORFULNESS, ImageError, is_grayscale, list_images, open_image
+from colorize_cli.imageio import (GRAYSCALE_COLORFULNESS, ImageError, is_grayscale, list_images, open_image,
+                                  sha256_or_reason)
 from colorize_cli.prep import RESAMPLE, SPLITS, PrepConfig, assign_splits, default_workers, make_pair
 
 
@@ -118,14 +118,6 @@ def _stack(names: list[str], arrays: list[tuple[np.ndarray, np.ndarray]], size: 
     return Pairs(color, gray, names)
 
 
-def _sha256(path: Path) -> tuple[str, str]:
-    """(sha256, "") or ("", why the file cannot be read), as prep reports it."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest(), ""
-    except OSError as e:
-        return "", f"cannot read ({e.strerror or e})"
-
-
 def load_data(root: str | os.PathLike, size: int, workers: int | None = None) -> DataSet:
     """Decode DATA (a prep output or a photo folder, see the module docstring) into memory."""
     root = Path(root)
@@ -154,7 +146,7 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None) ->
             prep = PrepConfig()
             paths = list_images(root)
             owner: dict[str, Path] = {}  # one photo per content, the first by name (as prep does)
-            for path, (sha, why) in zip(paths, pool.map(_sha256, paths)):
+            for path, (sha, why) in zip(paths, pool.map(sha256_or_reason, paths)):
                 if why:
                     skipped.append((str(path), why))
                 elif sha in owner:

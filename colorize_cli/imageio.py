@@ -132,6 +132,14 @@ def write_error(path: str | os.PathLike, e: OSError) -> WriteError:
     return WriteError(f"{path}: cannot write ({reason})")
 
 
+def sha256_or_reason(path: str | os.PathLike) -> tuple[str, str]:
+    """(sha256, "") or ("", why the file cannot be read): batch jobs skip it with that reason."""
+    try:
+        return sha256_file(path), ""
+    except OSError as e:
+        return "", f"cannot read ({e.strerror or e})"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed over `path`.

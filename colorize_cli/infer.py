@@ -40,32 +40,18 @@ from colorize_cli.imageio import (
     save_image,
     to_gray,
 )
-from colorize_cli.model import ModelConfig, UNet, decode_output, encode_input, fold_batchnorm, load_generator, to_uint8_exact
+from colorize_cli.model import (ModelConfig, UNet, decode_output, encode_input, fold_batchnorm, load_generator,
+                                pick_device, to_uint8_exact)
 
 BUNDLED_MODEL = Path(__file__).parent / "weights" / "beach.safetensors"
 RUN_CHECKPOINT = "best.safetensors"  # what `colorize train` keeps as a run's best generator
 MIN_SIDE = 16  # smaller photos hold too little scene for a colour guess (and are icons, not photos)
 DEFAULT_BATCH = 8
-DEVICES = ("auto", "cpu", "cuda", "mps")
 # The full-resolution decode works in horizontal strips of about this many pixels: the colour
 # conversion's temporaries then stay a few MB each instead of several GB for an 8000 px photo.
 STRIP_PIXELS = 1 << 18
 # Lossy formats kept by `--format keep` are written near-losslessly.
 SAVE_PARAMS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU; an unavailable choice is an error."""
-    if name not in DEVICES:
-        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if name == "cuda" and not cuda:
-        raise UserError("--device cuda: torch sees no CUDA GPU here (use --device cpu or auto)")
-    if name == "mps" and not mps:
-        raise UserError("--device mps: Apple's MPS backend is not available here (use --device cpu or auto)")
-    return torch.device(name)
 
 
 def resolve_model(path: str | os.PathLike | None) -> Path:
@@ -143,7 +129,7 @@ class Colorizer:
         Weights stored in float16 are cast to float32 on loading.
         """
         file = resolve_model(path)
-        dev = resolve_device(device)
+        dev = pick_device(device)
         net, cfg = load_generator(file)
         return cls(fold_batchnorm(net), cfg, dev, size, batch_size, str(file))
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from colorize_cli.errors import UserError
 
 Space = Literal["lab", "rgb"]
+DEVICES = ("auto", "cpu", "cuda", "mps")
 AB_SCALE = 110.0
 
 
@@ -231,13 +232,28 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     return net
 
 
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; an unavailable choice is an error.
+    Under torchrun each process takes the GPU of its local rank."""
+    if name not in DEVICES:
+        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if name == "cuda" and not cuda:
+        raise UserError("--device cuda: torch sees no CUDA GPU here (use --device cpu or auto)")
+    if name == "mps" and not mps:
+        raise UserError("--device mps: Apple's MPS backend is not available here (use --device cpu or auto)")
+    return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}" if name == "cuda" else name)
+
+
 # --- colour encoding -------------------------------------------------------------------
 # sRGB <-> CIELAB (D65), in torch so that training on a GPU never leaves the device.
 
 _RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
                          [0.212671, 0.715160, 0.072169],
                          [0.019334, 0.119193, 0.950227]])
-_WHITE = torch.tensor([0.950456, 1.0, 1.088754])
+_WHITE = _RGB2XYZ.sum(1)  # D65 as the matrix's row sums, so a neutral gray has a* = b* = 0
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
 

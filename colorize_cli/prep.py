@@ -38,6 +38,7 @@ from colorize_cli.imageio import (
     list_images,
     open_image,
     save_image,
+    sha256_or_reason,
     to_gray,
     write_error,
 )
@@ -248,14 +249,6 @@ def write_csv(path: Path, rows: Iterable[Row]) -> None:
                              r.size or "", r.fit, r.status])
 
 
-def _hash(path: Path) -> tuple[str, str]:
-    """(sha256, "") or ("", reason the file cannot be read)."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest(), ""
-    except OSError as e:
-        return "", f"cannot read ({e.strerror or e})"
-
-
 def _stem(source: Path, src_root: Path) -> str:
     """A safe file stem from the source's path under SRC: sub/My photo.jpg -> sub__My_photo."""
     try:
@@ -405,7 +398,7 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
         shutil.rmtree(staging, ignore_errors=True)
 
     with console.status(f"reading {len(sources)} files"), ThreadPoolExecutor(cfg.workers) as pool:
-        hashes = dict(zip(sources, pool.map(_hash, sources)))
+        hashes = dict(zip(sources, pool.map(sha256_or_reason, sources)))
 
     # One photo per content: the source recorded earlier keeps it, else the first by name.
     groups: dict[str, list[Path]] = {}

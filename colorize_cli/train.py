@@ -53,7 +53,7 @@ from colorize_cli.data import Pairs, load_data, native_size
 from colorize_cli.errors import UserError
 from colorize_cli.imageio import atomic_path, save_image, write_error
 from colorize_cli.model import (ModelConfig, PatchGAN, UNet, build, decode_output, encode_input, encode_target,
-                                load_checkpoint, load_state, save_checkpoint, to_uint8_exact)
+                                load_checkpoint, load_state, pick_device, save_checkpoint, to_uint8_exact)
 
 console = Console(stderr=True, highlight=False)
 
@@ -196,16 +196,6 @@ class Dist:
     @property
     def on(self) -> bool:
         return self.world > 1
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """auto: CUDA, else Apple's MPS, else CPU. An explicit choice that is missing is an error."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise UserError(f"--device {name}: not available on this machine (try --device auto)")
-    return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}" if name == "cuda" else name)
 
 
 def start_processes(cfg: TrainConfig) -> tuple[Dist, torch.device]:

@@ -113,7 +113,7 @@ def test_the_fuzzer_reaches_both_outcomes() -> None:
 
     search = settings(max_examples=3000, database=None, derandomize=True, deadline=None)
     for wanted in ("ok", "error"):
-        find(csv_text(), lambda text: outcome(text) == wanted, settings=search)
+        find(csv_text(), lambda text, wanted=wanted: outcome(text) == wanted, settings=search)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -351,7 +351,7 @@ def test_learning_rate_schedule() -> None:
 def test_bad_options(data: Path, tmp_path: Path, capsys) -> None:
     if not torch.cuda.is_available():
         assert cli("train", data, "--device", "cuda", "--size", "32", "--out", tmp_path / "r") == 1
-        assert "--device cuda: not available on this machine (try --device auto)" in capsys.readouterr().err
+        assert "--device cuda: torch sees no CUDA GPU here (use --device cpu or auto)" in capsys.readouterr().err
     with pytest.raises(UserError, match="--lr must be positive"):
         configure(str(data), str(tmp_path / "r"), None, None, {"lr": 0.0})
     with pytest.raises(UserError, match="give DATA"):
