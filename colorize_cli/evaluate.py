@@ -88,7 +88,7 @@ class Evaluation:
 
     def to_json(self) -> dict:
         """Machine-readable summary; NaN and infinite values (PSNR of identical images) are null."""
-        return _json_safe({
+        return metrics.json_safe({
             "kind": self.kind,
             **self.source,
             "images": len(self.scores),
@@ -143,16 +143,6 @@ def _num(v: float) -> str:
 
 def _fmt(key: str, v: float) -> str:
     return "-" if math.isnan(v) else format(v, _FORMATS[key])
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 # --- scoring ---------------------------------------------------------------------------

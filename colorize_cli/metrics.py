@@ -6,6 +6,8 @@ come from scikit-image with the data range and channel axis stated explicitly.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -55,3 +57,15 @@ def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "colorfulness_truth": cf_truth,
         "colorfulness_ratio": cf_pred / cf_truth if cf_truth > 0 else float("nan"),
     }
+
+
+def json_safe(obj):
+    """`obj` with every non-finite float (PSNR of identical images, an undefined kappa) as None,
+    so `--json` output is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -31,6 +31,7 @@ from rich.markup import escape
 from rich.table import Table
 from scipy.stats import binomtest
 
+from colorize_cli import metrics
 from colorize_cli.errors import UserError
 
 VOTE_MEANING = "1 = the colorized photo was taken for the real one, 0 = the real photo was picked, blank = no vote"
@@ -343,17 +344,7 @@ class Study:
             out["median_response_ms"] = float(np.median(t)) if t.size else math.nan
         if self.side is not None:
             out["left_chosen"] = self.side.to_json()
-        return _json_safe(out)
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(x) for k, x in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(x) for x in obj]
-    return obj
+        return metrics.json_safe(out)
 
 
 # --- the report --------------------------------------------------------------------------
