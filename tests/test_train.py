@@ -188,13 +188,13 @@ def test_run_folder(straight: Path, data: Path) -> None:
 
 
 def test_learning_happens(tmp_path: Path) -> None:
-    """4 photos, 60 steps (batch 2, 30 epochs): the L1 error on them falls at least 30% below the
-    gray photos' own (measured: 45%), and the training L1 loss to under half its first value."""
+    """4 photos, 120 steps (batch 2, 60 epochs): the L1 error on them falls at least 30% below the
+    gray photos' own (measured: 77%), and the training L1 loss to under half its first value."""
     root = make_prep(tmp_path / "d", 4, 0)
     (root / "test").mkdir()
     for p in (root / "train").iterdir():
         (root / "test" / p.name).write_bytes(p.read_bytes())
-    assert cli("train", root, *TINY, "--epochs", "30", "--lr", "2e-3", "--out", tmp_path / "r") == 0
+    assert cli("train", root, *TINY, "--epochs", "60", "--lr", "2e-3", "--out", tmp_path / "r") == 0
     table = rows(tmp_path / "r")
     assert float(table[-1]["test_l1"]) < 0.7 * float(table[-1]["gray_l1"])
     assert float(table[-1]["g_l1"]) < 0.5 * float(table[0]["g_l1"])
