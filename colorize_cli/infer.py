@@ -40,7 +40,7 @@ from colorize_cli.imageio import (
     save_image,
     to_gray,
 )
-from colorize_cli.model import (ModelConfig, UNet, decode_output, encode_input, fold_batchnorm, load_generator,
+from colorize_cli.model import (ModelConfig, UNet, decode_output, encode_input, for_inference, load_generator,
                                 pick_device, to_uint8_exact)
 
 BUNDLED_MODEL = Path(__file__).parent / "weights" / "beach.safetensors"
@@ -103,7 +103,7 @@ class Prepared:
 
 
 class Colorizer:
-    """A generator ready for inference (BatchNorm folded, eval mode) that colorizes photos of
+    """A generator ready for inference (`model.for_inference`, channels_last) that colorizes photos of
     any size. Build it with `Colorizer.load`; `colorize` and `colorize_batch` take PIL images."""
 
     def __init__(self, net: UNet, cfg: ModelConfig, device: torch.device, size: int | None = None,
@@ -131,7 +131,7 @@ class Colorizer:
         file = resolve_model(path)
         dev = pick_device(device)
         net, cfg = load_generator(file)
-        return cls(fold_batchnorm(net), cfg, dev, size, batch_size, str(file))
+        return cls(for_inference(net), cfg, dev, size, batch_size, str(file))
 
     def prepare(self, img: Image.Image) -> Prepared:
         """Gray the photo and make its padded working copy; too-small photos are refused."""

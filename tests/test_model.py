@@ -13,8 +13,9 @@ from skimage.color import lab2rgb, rgb2lab
 
 from colorize_cli.errors import UserError
 from colorize_cli.model import (ModelConfig, PatchGAN, UNet, build, decode_output, encode_input, encode_target,
-                                fold_batchnorm, init_weights, lab_to_rgb, load_checkpoint, load_generator,
-                                load_state, receptive_field, rgb_to_lab, save_checkpoint, to_uint8_exact)
+                                FrozenUpConv, UpConv, fold_batchnorm, for_inference, init_weights, lab_to_rgb,
+                                load_checkpoint, load_generator, load_state, phase_conv, phase_kernels,
+                                receptive_field, rgb_to_lab, save_checkpoint, to_uint8_exact)
 
 
 def _trained_stats(net: torch.nn.Module, *inputs: torch.Tensor) -> None:
@@ -87,6 +88,51 @@ def test_folded_network_equals_eval_mode() -> None:
     with torch.no_grad():
         assert (gf(x) - g(x)).abs().max() < 1e-5
         assert (df(x, y) - d(x, y)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (1, 3, 1, 1), (3, 2, 6, 2)])
+def test_phase_conv_is_upsample_then_conv3x3(shape: tuple[int, ...]) -> None:
+    """The decoder's fast form equals nearest 2x upsample + 3x3 conv (pad 1), values and
+    gradients, in float64 (to rounding), on odd, tiny and non-square inputs."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, shape[1], 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    ours = phase_conv(x, *phase_kernels(w, b))
+    textbook = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+    assert ours.shape == (shape[0], 4, 2 * shape[2], 2 * shape[3])
+    assert (ours - textbook).abs().max() < 1e-12
+    g = torch.randn_like(ours)
+    grads = torch.autograd.grad(ours, (x, w, b), g)
+    expected = torch.autograd.grad(textbook, (x, w, b), g)
+    for got, want in zip(grads, expected):
+        assert (got - want).abs().max() < 1e-10
+    assert phase_conv(x, *phase_kernels(w, None)).shape == ours.shape  # a conv without bias
+
+
+def test_upconv_keeps_a_plain_3x3_checkpoint_layout() -> None:
+    """Checkpoints hold the decoder's 3x3 weights under the names and shapes a textbook
+    Upsample + Conv2d network has, so old and new files load either way."""
+    g = UNet(ModelConfig(size=32, width=8))
+    decoder = [k for k in g.state_dict() if k.startswith("up.") and k.endswith("conv.weight")]
+    assert decoder and all(g.state_dict()[k].shape[-2:] == (3, 3) for k in decoder)
+    assert isinstance(g.up[0].conv, UpConv)
+
+
+def test_inference_copy_equals_eval_mode() -> None:
+    """for_inference (BN folded, phase kernels precomputed) gives the eval-mode outputs."""
+    torch.manual_seed(0)
+    g = UNet(ModelConfig(size=32, width=8))
+    init_weights(g)
+    x = torch.rand(3, 1, 32, 48)
+    _trained_stats(g, x)
+    fast = for_inference(g.eval())
+    assert any(isinstance(m, FrozenUpConv) for m in fast.modules())
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, UpConv)) for m in fast.modules())
+    assert isinstance(g.up[0].conv, UpConv)  # the original is untouched
+    with torch.no_grad():
+        assert (fast(x) - g(x)).abs().max() < 1e-5
+        assert (fast(x.contiguous(memory_format=torch.channels_last)) - g(x)).abs().max() < 1e-5
 
 
 def test_sync_batchnorm_folds_too() -> None:
