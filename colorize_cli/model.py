@@ -397,13 +397,13 @@ def lock_luma(rgb: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
     just enough to fit, which leaves luma unchanged.
     """
     w = torch.tensor(_LUMA).to(rgb).reshape(1, 3, 1, 1)
-    rgb = rgb + (gray - (rgb * w).sum(1, keepdim=True))
-    chroma = rgb - gray
-    # Largest t in [0, 1] with gray + t * chroma inside [0, 1] for every channel.
-    room = torch.where(chroma > 0, (1 - gray) / chroma.clamp_min(1e-12),
-                       torch.where(chroma < 0, gray / (-chroma).clamp_min(1e-12), torch.ones_like(chroma)))
-    t = room.amin(1, keepdim=True).clamp(0, 1)
-    return (gray + t * chroma).clamp(0, 1)
+    chroma = rgb - (rgb * w).sum(1, keepdim=True)  # the colour's offset from its own luma, then from gray
+    # Largest t in [0, 1] with gray + t * chroma inside [0, 1] for every channel: the channel
+    # furthest above gray meets 1 at (1 - gray) / max, the one furthest below meets 0 at gray / -min.
+    up = chroma.amax(1, keepdim=True).clamp_min_(1e-12)
+    down = chroma.amin(1, keepdim=True).neg_().clamp_min_(1e-12)
+    t = torch.minimum((1 - gray) / up, gray / down).clamp_(0, 1)
+    return chroma.mul_(t).add_(gray).clamp_(0, 1)
 
 
 def to_uint8_exact(rgb: np.ndarray, gray: np.ndarray) -> np.ndarray:
