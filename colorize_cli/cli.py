@@ -166,6 +166,9 @@ def train(
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, help="CPU threads per process \\[default: all CPUs / processes].")] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (slow start, faster steps on GPUs).")] = False,
+    checkpoint_every: Annotated[Optional[float], typer.Option(
+        "--checkpoint-every", min=0.0, metavar="SECONDS",
+        help="Write checkpoints at most this often (always at the end and on Ctrl-C); 0: every epoch \\[default: 30].")] = None,
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over all processes.")] = False,
 ) -> None:
     """Train the pix2pix colorizer (U-Net + PatchGAN) on DATA: RUN/metrics.csv, samples/, curves.png,
@@ -177,7 +180,7 @@ def train(
 
     given = dict(epochs=epochs, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
                  gan_loss=gan_loss, l1_weight=l1_weight, device=device, seed=seed, patience=patience, threads=threads,
-                 compile=compile_ or None, sync_bn=sync_bn or None)
+                 compile=compile_ or None, sync_bn=sync_bn or None, checkpoint_every=checkpoint_every)
     cfg = configure(None if data is None else str(data), None if out is None else str(out),
                     None if resume is None else str(resume), preset, {k: v for k, v in given.items() if v is not None})
     result = run_train(cfg, resume=resume is not None)

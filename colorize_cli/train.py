@@ -12,7 +12,8 @@ half of the epochs, then falls linearly towards 0.
 
 A run folder (RUN, `--out`) holds config.json (every setting), metrics.csv (one row per
 epoch), samples/epoch_NNN.png (gray | generated | real for the same test photos every epoch),
-curves.png, last.safetensors and best.safetensors (lowest test L1). Both checkpoints carry
+curves.png, last.safetensors and best.safetensors (lowest test L1), written at most every 30 s
+(--checkpoint-every) and always at the end or a stop. Both checkpoints carry
 everything `--resume` needs to go on bit for bit: weights, optimizer and scheduler state, the
 random generators, and where in which epoch the run stopped.
 
@@ -64,7 +65,7 @@ console = Console(stderr=True, highlight=False)
 SEED_RECIPE = {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "l1_weight": 100.0, "epochs": 200}
 DEFAULT_LR = {"adam": 2e-4, "sgd": 0.01}  # sgd: the learning rate the original report gives for its SGD
 # Settings a resumed run may change; any other option given with --resume must equal the run's.
-RESUME_MAY_CHANGE = ("data", "epochs", "patience", "device", "threads", "compile")
+RESUME_MAY_CHANGE = ("data", "epochs", "patience", "device", "threads", "compile", "checkpoint_every")
 MODEL_OPTIONS = ("size", "width", "space")
 SAMPLES = 6  # test photos in each samples/epoch_NNN.png
 EVAL_BATCH = 16
@@ -92,6 +93,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int = 0  # CPU threads per process; 0: the CPUs this process may use / processes per machine
     compile: bool = False  # torch.compile the networks
+    checkpoint_every: float = 30.0  # seconds between checkpoint writes (always at the end); 0: every epoch
 
     def to_dict(self) -> dict:
         return {**asdict(self), "model": self.model.to_dict()}
@@ -109,6 +111,8 @@ def check_config(cfg: TrainConfig) -> None:
                              ("patience", cfg.patience, 0), ("threads", cfg.threads, 0)):
         if value < low:
             raise UserError(f"--{name} must be at least {low}, got {value}")
+    if not cfg.checkpoint_every >= 0:
+        raise UserError(f"--checkpoint-every must be 0 or more seconds, got {cfg.checkpoint_every}")
     if not cfg.lr > 0 or not cfg.l1_weight >= 0:
         raise UserError("--lr must be positive and --l1-weight not negative")
     if cfg.optimizer not in DEFAULT_LR or cfg.gan_loss not in ("lsgan", "vanilla"):
@@ -735,23 +739,35 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
             _restore_rng(tensors, d, device)
     rows = read_metrics(out / "metrics.csv", done) if resume else []
 
-    def save(epochs_done: int, step: int, best_too: bool) -> None:
-        """last.safetensors (and best.safetensors): all processes take part, rank 0 writes."""
+    def snapshot(epochs_done: int, step: int, keep: bool = False) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """Everything --resume needs (rank 0's; None on the others, which still take part).
+        `keep`: copies, for a best epoch whose file is written later."""
         rng = _rng_states(d, device)
         if not d.main:
-            return
+            return None
         tg, meta_g = _optimizer_state("optimizer_g", opt_g)
         td, meta_d = _optimizer_state("optimizer_d", opt_d)
         tensors = {**{f"generator.{k}": v for k, v in g.state_dict().items()},
                    **{f"discriminator.{k}": v for k, v in dnet.state_dict().items()},
                    **tg, **td, **rng, "loss_sums": sums}
+        if keep:
+            tensors = {k: v.detach().clone() for k, v in tensors.items()}
         extra = {"epoch": epochs_done, "step": step, "optimizer_g": meta_g, "optimizer_d": meta_d,
                  "scheduler_g": sched_g.state_dict(), "scheduler_d": sched_d.state_dict(),
                  "best_l1": best_l1 if math.isfinite(best_l1) else None, "best_epoch": best_epoch,
                  "world_size": d.world, "train_config": cfg.to_dict()}
-        save_checkpoint(out / "last.safetensors", tensors, mcfg, extra)
-        if best_too:
-            save_checkpoint(out / "best.safetensors", tensors, mcfg, extra)
+        return tensors, extra
+
+    def save(epochs_done: int, step: int, best_now: bool) -> None:
+        """last.safetensors, and best.safetensors when this state or a kept one is the best."""
+        nonlocal best_kept, last_write
+        state = snapshot(epochs_done, step)
+        if state is not None:
+            save_checkpoint(out / "last.safetensors", state[0], mcfg, state[1])
+            best_state = state if best_now else best_kept
+            if best_state is not None:
+                save_checkpoint(out / "best.safetensors", best_state[0], mcfg, best_state[1])
+        best_kept, last_write = None, time.perf_counter()
 
     def agree(flag: bool) -> bool:
         """True when any process says so (every process must call this at the same point)."""
@@ -779,6 +795,8 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
         gray = {}
 
     stop = StopFlag()
+    best_kept: tuple[dict[str, torch.Tensor], dict] | None = None  # a best epoch not yet in best.safetensors
+    last_write = time.perf_counter()
     steps = math.ceil(math.ceil(len(data.train) / d.world) / cfg.batch_size)
     interrupted, stopped_at, t_start, images, train_seconds = False, 0, time.perf_counter(), 0.0, 0.0
     g.train()
@@ -804,7 +822,7 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
                 if interrupted:
                     if d.on:
                         torch_dist.all_reduce(sums)  # rank 0 carries every process's partial sums
-                    save(epoch, step, best_too=False)
+                    save(epoch, step, best_now=False)
                     stopped_at = step
                     break
                 epoch_images = len(data.train) * (steps - start_step) / steps
@@ -839,14 +857,21 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
                     best = False
                 if d.main:  # the row first: a kill between the two leaves a row that resume drops
                     write_metrics(out / "metrics.csv", rows)
-                save(epoch, 0, best_too=best)
-                if d.main:
                     plot_curves(rows, out / "curves.png")
-                if agree(stop_early):
+                early, stopping = agree(stop_early), agree(stop.set)  # the latter: a stop during the evaluation
+                # Checkpoints at most every --checkpoint-every seconds (and when leaving): a fast GPU
+                # epoch would otherwise spend longer writing hundreds of MB than training.
+                best = agree(best)
+                leaving = early or stopping or epoch >= cfg.epochs
+                if agree(leaving or time.perf_counter() - last_write >= cfg.checkpoint_every):
+                    save(epoch, 0, best_now=best)
+                elif best:
+                    best_kept = snapshot(epoch, 0, keep=True)
+                if early:
                     if d.main:
                         console.print(f"early stop: no better test L1 for {cfg.patience} epochs (best: epoch {best_epoch})")
                     break
-                if agree(stop.set):  # a stop during the evaluation
+                if stopping:
                     interrupted = epoch < cfg.epochs
                     break
     except KeyboardInterrupt:

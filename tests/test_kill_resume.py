@@ -32,7 +32,7 @@ from colorize_cli.model import ModelConfig, build, load_checkpoint, save_checkpo
 
 EPOCHS = 60
 NET = ["--size", "16", "--width", "4"]
-RUN_ARGS = ["--batch-size", "4", "--device", "cpu", "--threads", "1", "--seed", "0"]
+RUN_ARGS = ["--batch-size", "4", "--device", "cpu", "--threads", "1", "--seed", "0", "--checkpoint-every", "0"]
 RANDOM_KILLS = 3
 TIMEOUT = 120  # seconds any one training process may take
 

@@ -241,6 +241,40 @@ def test_ctrl_c_mid_epoch_then_resume_is_exact(data: Path, straight: Path, tmp_p
     assert [r["g_l1"] for r in rows(run)] == [r["g_l1"] for r in rows(straight)]
 
 
+class _SeesCheckpoints(Reporter):
+    """Notes, at each epoch's end (before that epoch's checkpoint), which epoch last.safetensors holds."""
+
+    def __init__(self, run: Path) -> None:
+        super().__init__(enabled=False)
+        self.run, self.seen = run, []
+
+    def epoch_end(self, row: dict, best: bool) -> None:
+        last = self.run / "last.safetensors"
+        self.seen.append(load_checkpoint(last)[2]["epoch"] if last.exists() else 0)
+
+
+@pytest.mark.parametrize("every, seen", [(0, [0, 1, 2]), (3600, [0, 0, 0])])
+def test_checkpoints_are_written_at_most_every_n_seconds(data: Path, tmp_path: Path, every: float,
+                                                         seen: list[int]) -> None:
+    """--checkpoint-every 0 writes after every epoch; a long interval only at the end, where the
+    best epoch's state (kept in memory meanwhile) goes to best.safetensors."""
+    run = tmp_path / "run"
+    cfg = configure(str(data), str(run), None, None, {"size": 32, "width": 8, "batch_size": 2, "epochs": 3,
+                                                      "threads": 1, "checkpoint_every": every})
+    reporter = _SeesCheckpoints(run)
+    result = train(cfg, reporter=reporter)
+    assert reporter.seen == seen
+    last = load_checkpoint(run / "last.safetensors")[2]
+    best = load_checkpoint(run / "best.safetensors")[2]
+    assert last["epoch"] == 3 and best["epoch"] == last["best_epoch"] == result.best_epoch
+    assert [r["epoch"] for r in rows(run)] == ["1", "2", "3"]
+
+
+def test_checkpoint_interval_must_not_be_negative(data: Path, tmp_path: Path, capsys) -> None:
+    assert cli("train", data, *TINY, "--checkpoint-every", "-1", "--out", tmp_path / "r") == 2
+    assert "--checkpoint-every" in capsys.readouterr().err
+
+
 def test_ctrl_c_in_a_real_process(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "colorize_cli", "train", str(data), *TINY, "--epochs", "1000",
