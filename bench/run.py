@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -55,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from colorize_cli.data import Pairs, load_data  # noqa: E402
 from colorize_cli.infer import BUNDLED_MODEL, Colorizer  # noqa: E402
 from colorize_cli.model import (FrozenUpConv, ModelConfig, UNet, UpConv, fold_batchnorm, for_inference,  # noqa: E402
-                                init_weights)
+                                init_weights, upsample_then_conv)
 from colorize_cli.train import Nets, TrainConfig, get_batch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -259,9 +258,8 @@ def infer_photo(device_name: str, model: str, width: int, height: int, size: int
 
 
 def _textbook_upconv(conv: nn.Conv2d) -> None:
-    """Make one UpConv (or FrozenUpConv's source) run as nearest upsample then a 3x3 conv."""
-    conv.forward = lambda x: F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), conv.weight, conv.bias,
-                                      padding=1)
+    """Make one UpConv run as nearest upsample then a 3x3 conv at every size."""
+    conv.forward = lambda x: upsample_then_conv(x, conv.weight, conv.bias)
 
 
 def _bn_kept(raw: nn.Module) -> nn.Module:
@@ -475,11 +473,29 @@ def cli_train(device: str, width: int, epochs: int, batch: int, data: Path = BEA
             rows = list(csv.DictReader(f))
     n_train = float(rows[0]["images_per_s"]) * float(rows[0]["seconds"])
     steps_ips = statistics.median(float(r["images_per_s"]) for r in rows)
-    return {"what": what, "command": "colorize " + " ".join(args).replace(str(ROOT.parent), ".."),
+    return {"what": what, "command": "colorize " + _short(" ".join(args[:-1])) + " RUN",
             "epochs": len(rows), "train_photos": round(n_train), "wall_s": wall,
             "steps_images_per_s": steps_ips, "end_to_end_images_per_s": n_train * len(rows) / wall,
             "steps_s": sum(float(r["seconds"]) for r in rows), "peak_rss_mb": rss,
             "test_l1": float(rows[-1]["test_l1"]), "gray_l1": float(rows[-1]["gray_l1"])}
+
+
+def cli_infer(device: str) -> dict | None:
+    """`colorize infer` on the landscape photos (full resolution, ~512 px wide), bundled model:
+    photos/s end to end, process start, decoding and PNG writing included."""
+    if not LANDSCAPE.is_dir():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["infer", str(LANDSCAPE), str(Path(tmp) / "out"), "--device", device]
+        rc, wall, rss = run_cli(args)
+        n = len(list((Path(tmp) / "out").glob("*.png")))
+    return {"what": f"{n} landscape photos, bundled model", "command": f"colorize infer {_short(LANDSCAPE)} OUT --device {device}",
+            "failed": rc, "photos": n, "wall_s": wall, "photos_per_s": n / wall, "peak_rss_mb": rss}
+
+
+def _short(text: str | Path) -> str:
+    """Paths under the folder holding the repository and ../shared, written relative to the repository."""
+    return str(text).replace(str(ROOT.parent), "..")
 
 
 def seed_run(device: str, batch: int | None) -> dict | None:
@@ -487,6 +503,7 @@ def seed_run(device: str, batch: int | None) -> dict | None:
     split 4:1 by prep), the default model; `batch` None means the seed preset (batch 1)."""
     if not BEACH.is_dir():
         return None
+    recipe = ["--preset", "seed"] if batch is None else ["--batch-size", str(batch), "--epochs", "200"]
     with tempfile.TemporaryDirectory() as tmp:
         photos = Path(tmp) / "photos"
         photos.mkdir()
@@ -494,13 +511,11 @@ def seed_run(device: str, batch: int | None) -> dict | None:
             (photos / p.name).symlink_to(p)
         if run_cli(["prep", str(photos), str(Path(tmp) / "prep"), "--size", "256"])[0]:
             return None
-        args = ["train", str(Path(tmp) / "prep"), "--epochs", "200", "--device", device, "--out", str(Path(tmp) / "run")]
-        args += ["--preset", "seed"] if batch is None else ["--batch-size", str(batch)]
-        rc, wall, rss = run_cli(args)
+        rc, wall, rss = run_cli(["train", str(Path(tmp) / "prep"), *recipe, "--device", device,
+                                 "--out", str(Path(tmp) / "run")])
     what = "seed preset (batch 1, rgb)" if batch is None else f"batch {batch}"
     return {"what": f"100 photos x 200 epochs, {what}", "wall_s": wall, "failed": rc, "peak_rss_mb": rss,
-            "command": "colorize " + " ".join(a if not a.startswith(tmp) else "PREP" for a in args[:2]) + " "
-                       + " ".join(args[2:-2])}
+            "command": f"colorize train PREP {' '.join(recipe)} --device {device}"}
 
 
 # --- the suite ------------------------------------------------------------------------------
@@ -568,6 +583,8 @@ def suite(device: str, quick: bool) -> dict:
                     what="600 beach photos (480 train)")
     if row:
         res["cli"].append(row)
+    step("colorize infer on the landscape photos (command line)")
+    res["cli_infer"] = cli_infer(device)
     best_train = max(res["train"], key=lambda r: r["images_per_s"])
     batch1 = next((r for r in res["train"] if r["batch"] == 1), None)
     res["seed_run"] = {"images": 100 * 200, "projected_s_batch_1": 20000 / batch1["images_per_s"] if batch1 else None,
@@ -618,6 +635,10 @@ def report(res: dict) -> None:
         console.print(f"{r['command']}\n  {r['epochs']} epochs of {r['train_photos']} photos in {r['wall_s']:.1f} s wall "
                       f"({r['steps_s']:.1f} s of training steps): {r['end_to_end_images_per_s']:.1f} img/s end to end, "
                       f"{r['steps_images_per_s']:.1f} img/s in the steps; peak {r['peak_rss_mb']:.0f} MB resident")
+    r = res["cli_infer"]
+    if r:
+        console.print(f"{r['command']}\n  {r['photos']} photos in {r['wall_s']:.1f} s wall: {r['photos_per_s']:.1f} photos/s "
+                      f"end to end; peak {r['peak_rss_mb']:.0f} MB resident" + (f" (exit {r['failed']})" if r["failed"] else ""))
     s = res["seed_run"]
     line = f"the original run (100 photos x 200 epochs = 20000 images): projected from the step rates " \
            f"{_hms(s['projected_s_fastest_batch'])} at batch {s['fastest_batch']}"

@@ -302,3 +302,26 @@ def test_model_errors(tmp_path, tiny_model, capsys):
     bad.write_bytes(b"\x80\x04 pickled")
     code, _, err = cli(["evaluate", str(data / "test"), "--model", str(bad)], capsys)
     assert code == 1 and "only safetensors checkpoints are loaded" in err
+
+
+@pytest.mark.parametrize("n, h, w", [(4, 40, 56), (3, 6, 9), (2, 4, 4), (2, 2, 2)])
+def test_batch_scores_equal_the_per_image_metrics(n: int, h: int, w: int) -> None:
+    """Training scores its test split with metrics.batch_scores (torch, on the GPU it trains
+    on); the figures must be those `colorize evaluate` gives image by image, inf and NaN alike."""
+    import torch
+
+    from colorize_cli.metrics import batch_scores, mae, psnr, ssim
+
+    rng = np.random.default_rng(h * w)
+    truth = rng.integers(0, 256, (n, h, w, 3)).astype(np.uint8)
+    pred = np.clip(truth.astype(int) + rng.integers(-40, 40, truth.shape), 0, 255).astype(np.uint8)
+    for identical in ([], [0]):  # one identical pair: its PSNR is inf, and so is the mean
+        pred[identical] = truth[identical]
+        per_image = [(mae(p / 255, t / 255), psnr(p / 255, t / 255), ssim(p / 255, t / 255)) for p, t in zip(pred, truth)]
+        expected = [float(np.mean(c)) for c in zip(*per_image)]
+        got = batch_scores(*(torch.from_numpy(a).permute(0, 3, 1, 2).double() / 255 for a in (pred, truth)))
+        for key, want in zip(("l1", "psnr", "ssim"), expected):
+            if math.isnan(want) or math.isinf(want):
+                assert math.isnan(got[key]) == math.isnan(want) and math.isinf(got[key]) == math.isinf(want)
+            else:
+                assert got[key] == pytest.approx(want, rel=1e-12, abs=1e-12)

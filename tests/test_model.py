@@ -15,7 +15,8 @@ from colorize_cli.errors import UserError
 from colorize_cli.model import (ModelConfig, PatchGAN, UNet, build, decode_output, encode_input, encode_target,
                                 FrozenUpConv, UpConv, fold_batchnorm, for_inference, init_weights, lab_to_rgb,
                                 load_checkpoint, load_generator, load_state, phase_conv, phase_kernels,
-                                receptive_field, rgb_to_lab, save_checkpoint, to_uint8_exact)
+                                receptive_field, rgb_to_lab, save_checkpoint, to_uint8_exact,
+                                upsample_then_conv)
 
 
 def _trained_stats(net: torch.nn.Module, *inputs: torch.Tensor) -> None:
@@ -108,6 +109,17 @@ def test_phase_conv_is_upsample_then_conv3x3(shape: tuple[int, ...]) -> None:
     for got, want in zip(grads, expected):
         assert (got - want).abs().max() < 1e-10
     assert phase_conv(x, *phase_kernels(w, None)).shape == ours.shape  # a conv without bias
+
+
+@pytest.mark.parametrize("side", [2, 4, 8, 9])  # both sides of PHASE_MIN_PIXELS
+def test_upconv_and_its_frozen_form_equal_the_textbook_form(side: int) -> None:
+    torch.manual_seed(side)
+    conv = UpConv(6, 5, bias=True).double()
+    x = torch.randn(2, 6, side, side + 1, dtype=torch.float64)
+    textbook = upsample_then_conv(x, conv.weight, conv.bias)
+    with torch.no_grad():
+        assert (conv(x) - textbook).abs().max() < 1e-12
+        assert (FrozenUpConv(conv)(x) - textbook).abs().max() < 1e-12
 
 
 def test_upconv_keeps_a_plain_3x3_checkpoint_layout() -> None:
