@@ -439,6 +439,23 @@ def data_ablation(size: int, batch: int, quick: bool) -> dict | None:
     return row
 
 
+def png_ablation(quick: bool) -> dict:
+    """Writing a colorized 512x341 photo as `colorize infer` does (PNG, zlib level 1) against
+    Pillow's default level 6."""
+    import io
+
+    from colorize_cli.infer import SAVE_PARAMS
+
+    photo = _colorizer("bundled", torch.device("cpu")).colorize(_photo(512, 341))
+
+    def encode(**params: int) -> Callable[[], None]:
+        return lambda: photo.save(io.BytesIO(), "PNG", **params)
+
+    t_before, t_after = alternate(encode(compress_level=6), encode(**SAVE_PARAMS["PNG"]), torch.device("cpu"), 1,
+                                  5 if quick else 15)
+    return _ablation_row("writing one 512x341 result (infer)", "PNG zlib level 1 (vs 6)", 1, t_before, t_after)
+
+
 # --- the real command line ----------------------------------------------------------------
 
 
@@ -576,6 +593,7 @@ def suite(device: str, quick: bool) -> dict:
         row = in_child(data_ablation, size=256, batch=8, quick=quick)
         if row:
             res["ablations"].append(row)
+        res["ablations"].append(in_child(png_ablation, quick=quick))
 
     res["cli"] = []
     step("colorize train on the beach photos (command line)")
