@@ -756,7 +756,7 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_real_full_disk_stops_infer_and_prep_cleanly(tmp_path, tiny_tmpfs, checkpoint) -> None:
-    src = _noise_photos(tmp_path / "photos", 10, side=256)  # each output ~200 KB: 1 MiB holds 4 or so
+    src = _noise_photos(tmp_path / "photos", 24, side=256)  # each output 96-190 KB: 1 MiB holds 5 to 10
     (tiny_tmpfs / "user-notes.txt").write_text("keep me\n")
     r = cli("infer", src, tiny_tmpfs / "out", "--model", checkpoint, "--device", "cpu", "--batch-size", "1")
     assert_disk_full_stop(r, tiny_tmpfs / "out")
