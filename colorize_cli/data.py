@@ -4,6 +4,13 @@ Every image is decoded once, at start, into two uint8 tensors per split: color (
 and gray (N, 1, S, S). At 256 px that is 256 KiB per photo (600 photos: 157 MB), small enough
 to keep whole in RAM or on the GPU, so training never waits for a disk or a decoder.
 
+Decoding writes each image straight into its slot of one preallocated array (no list of
+arrays then a stacked copy, so the peak is the data set's own size), stored pixel-interleaved:
+the color tensors are (N, 3, S, S) views with channels_last strides, the layout the networks
+run in, so batches need no transposing copy. A data set larger than half the free memory is
+decoded into a temporary file instead (memory-mapped; the operating system keeps what fits in
+its page cache), still decoded only once.
+
 - A prep output (DATA/train and DATA/test holding 2S x S "A|B" PNGs: color left, gray right)
   is used as it is; pairs of another size than the one asked for are resized (both halves,
   with prep's filter).
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +65,7 @@ class DataSet:
     size: int
     source: str  # "prep output" or "photo folder", for the log
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    on_disk: bool = False  # decoded into a memory-mapped temporary file (larger than half the free memory)
 
 
 def is_prep_output(root: Path) -> bool:
@@ -109,17 +118,61 @@ def _read_photo(path: Path, size: int, fit: str) -> tuple[np.ndarray, np.ndarray
     return _halves(make_pair(img, size, fit), size)
 
 
-def _stack(names: list[str], arrays: list[tuple[np.ndarray, np.ndarray]], size: int) -> Pairs:
-    if not arrays:
-        return Pairs(torch.empty(0, 3, size, size, dtype=torch.uint8),
-                     torch.empty(0, 1, size, size, dtype=torch.uint8), [])
-    color = torch.from_numpy(np.stack([c for c, _ in arrays])).permute(0, 3, 1, 2).contiguous()
-    gray = torch.from_numpy(np.stack([g for _, g in arrays]))[:, None].contiguous()
-    return Pairs(color, gray, names)
+def free_memory() -> int | None:
+    """Bytes of RAM free now (Linux and most Unixes), or None where the system does not say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
-def load_data(root: str | os.PathLike, size: int, workers: int | None = None) -> DataSet:
-    """Decode DATA (a prep output or a photo folder, see the module docstring) into memory."""
+class _Slots:
+    """n preallocated images: color (n, S, S, 3) and gray (n, S, S) uint8, in RAM or in a
+    memory-mapped temporary file (deleted when the arrays are no longer used)."""
+
+    def __init__(self, n: int, size: int, on_disk: bool) -> None:
+        self.on_disk = on_disk
+        shapes = ((n, size, size, 3), (n, size, size))
+        if on_disk:
+            with tempfile.TemporaryFile(prefix="colorize-data-") as f:  # the mapping outlives the file object
+                f.truncate(sum(int(np.prod(shp)) for shp in shapes) or 1)
+                self.color = np.memmap(f, np.uint8, "r+", 0, shapes[0])
+                self.gray = np.memmap(f, np.uint8, "r+", int(np.prod(shapes[0])), shapes[1])
+        else:
+            self.color, self.gray = np.empty(shapes[0], np.uint8), np.empty(shapes[1], np.uint8)
+
+    def put(self, slot: int, arrays: tuple[np.ndarray, np.ndarray]) -> None:
+        self.color[slot], self.gray[slot] = arrays
+
+    def arrange(self, order: list[int]) -> None:
+        """Move image order[j] to slot j, in place (each image moves once, along the cycles of
+        the permutation), so that each split is a contiguous run of slots."""
+        rest = sorted(set(range(len(self.color))) - set(order))
+        perm = order + rest
+        done = [False] * len(perm)
+        for start in range(len(perm)):
+            if done[start] or perm[start] == start:
+                continue
+            held = (self.color[start].copy(), self.gray[start].copy())
+            j = start
+            while True:
+                done[j] = True
+                k = perm[j]
+                if k == start:
+                    self.color[j], self.gray[j] = held
+                    break
+                self.color[j], self.gray[j] = self.color[k], self.gray[k]
+                j = k
+
+    def pairs(self, start: int, stop: int, names: list[str]) -> Pairs:
+        color = torch.from_numpy(self.color[start:stop]).permute(0, 3, 1, 2)  # (N, 3, S, S), channels_last
+        return Pairs(color, torch.from_numpy(self.gray[start:stop])[:, None], names)
+
+
+def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
+              memory: int | None = None) -> DataSet:
+    """Decode DATA (a prep output or a photo folder, see the module docstring) into memory.
+    `memory`: bytes the decoded set may take in RAM [default: half of what is free now]."""
     root = Path(root)
     try:
         if not stat.S_ISDIR(os.stat(root).st_mode):
@@ -130,17 +183,15 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None) ->
         raise UserError(f"{root}: cannot read ({e.strerror or e})") from None
     workers = workers or default_workers()
     skipped: list[tuple[str, str]] = []
-    by_split: dict[str, list[tuple[str, tuple[np.ndarray, np.ndarray]]]] = {s: [] for s in SPLITS}
     with ThreadPoolExecutor(workers) as pool:
         if is_prep_output(root):
             source = "prep output"
             jobs = [(split, p) for split in SPLITS if (root / split).is_dir() for p in list_images(root / split)]
-            results = pool.map(lambda job: _read_pair(job[1], size), jobs)
-            for (split, path), result in zip(jobs, results):
-                if isinstance(result, str):
-                    skipped.append((str(path), result))
-                else:
-                    by_split[split].append((path.name, result))
+            candidates = [p for _, p in jobs]
+            split_of: dict[int, str] = {slot: split for slot, (split, _) in enumerate(jobs)}
+
+            def read(path: Path) -> tuple[np.ndarray, np.ndarray] | str:
+                return _read_pair(path, size)
         else:
             source = "photo folder"
             prep = PrepConfig()
@@ -153,20 +204,32 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None) ->
                     skipped.append((str(path), f"duplicate of {owner[sha]}"))
                 else:
                     owner[sha] = path
-            results = pool.map(lambda p: _read_photo(p, size, prep.fit), owner.values())
-            kept: dict[str, tuple[Path, tuple[np.ndarray, np.ndarray]]] = {}
-            for (sha, path), result in zip(owner.items(), results):
-                if isinstance(result, str):
-                    skipped.append((str(path), result))
-                else:
-                    kept[sha] = (path, result)
-            splits = assign_splits(list(kept), prep.test_fraction, prep.seed)
-            for sha, (path, arrays) in kept.items():
-                by_split[splits[sha]].append((path.name, arrays))
-    train, test = (_stack([n for n, _ in by_split[s]], [a for _, a in by_split[s]], size) for s in SPLITS)
+            candidates, shas = list(owner.values()), list(owner)
+            split_of = {}
+
+            def read(path: Path) -> tuple[np.ndarray, np.ndarray] | str:
+                return _read_photo(path, size, prep.fit)
+
+        limit = memory if memory is not None else (free_memory() or 2**62) // 2
+        slots = _Slots(len(candidates), size, on_disk=len(candidates) * size * size * 4 > limit)
+        kept: list[int] = []
+        for slot, (path, result) in enumerate(zip(candidates, pool.map(read, candidates))):
+            if isinstance(result, str):
+                skipped.append((str(path), result))
+            else:
+                slots.put(slot, result)
+                kept.append(slot)
+    if source == "photo folder":
+        splits = assign_splits([shas[k] for k in kept], prep.test_fraction, prep.seed)
+        split_of = {k: splits[shas[k]] for k in kept}
+    by_split = {s: [k for k in kept if split_of[k] == s] for s in SPLITS}
+    slots.arrange(by_split["train"] + by_split["test"])
+    n_train, n_test = len(by_split["train"]), len(by_split["test"])
+    train = slots.pairs(0, n_train, [candidates[k].name for k in by_split["train"]])
+    test = slots.pairs(n_train, n_train + n_test, [candidates[k].name for k in by_split["test"]])
     if not len(train):
         raise UserError(f"{root}: no usable training images ({source})")
     if not len(test):
         raise UserError(f"{root}: no test images, so nothing to measure progress on; "
                         "make a split with `colorize prep --test-fraction 0.2`")
-    return DataSet(train, test, size, source, skipped)
+    return DataSet(train, test, size, source, skipped, slots.on_disk)

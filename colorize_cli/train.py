@@ -794,7 +794,9 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
         gray = gray_baseline(data.test)
         console.print(
             f"{escape(cfg.data)} ({data.source}): {len(data.train)} train, {len(data.test)} test photos at "
-            f"{mcfg.size} px{'' if on_device else ' (kept in CPU memory)'} · {mcfg.space} U-Net width {mcfg.width}, "
+            f"{mcfg.size} px{'' if on_device else ' (kept in CPU memory)'}"
+            f"{' (decoded into a temporary file: more than half the free memory)' if data.on_disk else ''} · "
+            f"{mcfg.space} U-Net width {mcfg.width}, "
             f"{sum(p.numel() for p in g.parameters()) / 1e6:.2f} M parameters · {device}"
             f"{f' x {d.world} processes' if d.on else ''} · run folder {escape(str(out))}", soft_wrap=True)
         if resume:

@@ -112,6 +112,39 @@ def test_prep_output_is_loaded_and_resized(tmp_path: Path) -> None:
                           np.asarray(Image.open(root / "train" / "img01.png"))[:, :48])
 
 
+@pytest.mark.parametrize("kind", ["prep output", "photo folder"])
+def test_data_larger_than_memory_is_decoded_into_a_file_with_the_same_pixels(tmp_path: Path, kind: str) -> None:
+    """`memory` below the set's size: the same tensors, names and skips, memory-mapped from a
+    temporary file; bad files in the middle leave no hole. The color tensors are channels_last
+    views, the layout the networks run in."""
+    if kind == "prep output":
+        root = make_prep(tmp_path / "d", 5, 3)
+        (root / "train" / "img02.png").write_text("not an image")
+    else:
+        root = tmp_path / "photos"
+        root.mkdir()
+        for i in range(9):
+            photo(40 + i).save(root / f"p{i}.png")
+        (root / "p4.png").write_bytes(b"\x89PNG broken")
+    in_ram, on_disk = load_data(root, 32), load_data(root, 32, memory=0)
+    assert not in_ram.on_disk and on_disk.on_disk
+    assert in_ram.skipped == on_disk.skipped and len(in_ram.skipped) == 1
+    for a, b in ((in_ram.train, on_disk.train), (in_ram.test, on_disk.test)):
+        assert a.names == b.names and torch.equal(a.color, b.color) and torch.equal(a.gray, b.gray)
+        assert a.color.is_contiguous(memory_format=torch.channels_last) and a.color.shape[1] == 3
+    assert len(in_ram.train) + len(in_ram.test) == (7 if kind == "prep output" else 8)
+    for split, pairs in (("train", on_disk.train), ("test", on_disk.test)):  # every image sits with its own name
+        for i, name in enumerate(pairs.names):
+            if kind == "prep output":
+                pair = Image.open(root / split / name)
+                color, gray = np.asarray(pair)[:, :32], np.asarray(pair.crop((32, 0, 64, 32)).convert("L"))
+            else:
+                made = make_pair(Image.open(root / name), 32, "crop")
+                color, gray = np.asarray(made)[:, :32], np.asarray(made.crop((32, 0, 64, 32)).convert("L"))
+            assert np.array_equal(pairs.color[i].permute(1, 2, 0).numpy(), color)
+            assert np.array_equal(pairs.gray[i, 0].numpy(), gray)
+
+
 def test_photo_folder_is_split_as_prep_would(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
