@@ -155,10 +155,11 @@ def matmul_rate(device_name: str, quick: bool) -> dict:
 
 
 def _synthetic_pairs(n: int, size: int, device: torch.device) -> Pairs:
+    """Random photos laid out as load_data lays them out (color: channels_last views)."""
     g = torch.Generator().manual_seed(0)
-    color = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    color = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)
     gray = (color.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round()
-    return Pairs(color, gray.to(torch.uint8), [f"{i}" for i in range(n)]).to(device)
+    return Pairs(color, gray.to(torch.uint8).contiguous(), [f"{i}" for i in range(n)]).to(device)
 
 
 def _nets(device: torch.device, width: int, size: int, compile_: bool = False) -> Nets:
@@ -201,8 +202,9 @@ def train_speed(device_name: str, width: int, size: int, batch: int, quick: bool
 
 
 def _colorizer(model: str, device: torch.device, size: int | None = None, batch: int = 8) -> Colorizer:
-    """"default": the default architecture (width 64, 256 px), untrained (speed does not depend
-    on the weights); "bundled": the model `colorize infer` uses without --model."""
+    """The model named `model`: "default" is the default architecture (width 64, 256 px),
+    untrained, as speed does not depend on the weights; "bundled" is the model `colorize infer`
+    uses without --model."""
     if model == "bundled":
         return Colorizer.load(BUNDLED_MODEL, device.type, size, batch)
     cfg = ModelConfig(width=DEFAULT_WIDTH)

@@ -23,6 +23,8 @@ mode "L") equals the gray input exactly.
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 import json
 import math
 import os
@@ -99,17 +101,26 @@ def check_size(size: int, depth: int) -> None:
 # --- building blocks -------------------------------------------------------------------
 
 
-def _phase_taps(w: torch.Tensor, dim: int) -> list[torch.Tensor]:
-    """A 3-tap kernel axis seen from the half-resolution grid: for even outputs taps (-1 | 0, +1)
-    land on input rows (i - 1 | i), for odd outputs taps (-1, 0 | +1) on rows (i | i + 1)."""
-    t0, t1, t2 = w.unbind(dim)
-    return [torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)]
+@functools.lru_cache(maxsize=None)
+def _phase_matrix(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(9, 16) 0/1 matrix from the 3x3 taps (i, j) to the 2x2 taps (y, x) of each output parity
+    (a, b) that they add into. Seen from the half-resolution grid, an even output row takes tap
+    row 0 from input row i - 1 and rows 1 and 2 from row i; an odd one rows 0 and 1 from row i
+    and row 2 from row i + 1 (columns alike)."""
+    lands = ((0, 1, 1), (0, 0, 1))  # parity a: 3x3 row i -> 2x2 row lands[a][i]
+    m = torch.zeros(3, 3, 2, 2, 2, 2)
+    for i, j, a, b in itertools.product(range(3), range(3), range(2), range(2)):
+        m[i, j, a, b, lands[a][i], lands[b][j]] = 1
+    return m.reshape(9, 16).to(device, dtype)
 
 
 def phase_kernels(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A 3x3 kernel (cout, cin, 3, 3) as the four 2x2 kernels, one per output parity (a, b) in
-    the order 00, 01, 10, 11, stacked to (4 cout, cin, 2, 2); the bias repeated to match."""
-    kernels = torch.cat([k for rows in _phase_taps(weight, 2) for k in _phase_taps(rows, 3)])
+    the order 00, 01, 10, 11, stacked to (4 cout, cin, 2, 2); the bias repeated to match.
+    One small matrix product, so a training step adds two kernels per layer, not a dozen."""
+    cout, cin = weight.shape[:2]
+    sums = weight.reshape(cout * cin, 9) @ _phase_matrix(weight.device, weight.dtype)
+    kernels = sums.reshape(cout, cin, 2, 2, 2, 2).permute(2, 3, 0, 1, 4, 5).reshape(4 * cout, cin, 2, 2)
     return kernels, bias.repeat(4) if bias is not None else None
 
 
