@@ -147,7 +147,7 @@ def matmul_rate(device_name: str, quick: bool) -> dict:
             for _ in range(per_call):
                 torch.mm(a, b, out=out)
 
-        t = statistics.median(rounds(mm, device, 2, 5 if quick else 9))
+        t = statistics.median(rounds(mm, device, 2, 5 if quick else 15))
         rates[n] = 2 * n**3 * per_call / t / 1e9
     best = max(rates, key=rates.get)
     return {"dtype": str(dtype).removeprefix("torch."), "gflops": rates[best], "size": best,
@@ -559,8 +559,7 @@ def suite(device: str, quick: bool) -> dict:
                  "date": time.strftime("%Y-%m-%d %H:%M")}
     step = lambda what: console.print(f"[dim]{device}: {what}[/dim]")  # noqa: E731
     step("matrix-multiply rate")
-    res["matmul"] = in_child(matmul_rate, device_name=device, quick=quick)
-    limit = res["matmul"]["gflops"]
+    first = in_child(matmul_rate, device_name=device, quick=quick)
 
     res["train"] = []
     batches = ([1, 16, 64] if quick else [1, 8, 16, 32, 64, 128]) if cuda else ([1, 8] if quick else [1, 4, 8, 16])
@@ -581,9 +580,6 @@ def suite(device: str, quick: bool) -> dict:
             step(f"inference, {model} model, {w}x{h} photo")
             res["infer"].append({"case": "photo", **in_child(infer_photo, device_name=device, model=model, width=w,
                                                                height=h, size=size, quick=quick)})
-    for row in res["train"] + res["infer"]:
-        row["fraction_of_matmul"] = row["gflops"] / limit
-
     step("fast paths before/after: inference")
     res["ablations"] = in_child(infer_ablations, device_name=device, quick=quick)
     step("fast paths before/after: training")
@@ -610,6 +606,14 @@ def suite(device: str, quick: bool) -> dict:
     res["seed_run"] = {"images": 100 * 200, "projected_s_batch_1": 20000 / batch1["images_per_s"] if batch1 else None,
                        "projected_s_fastest_batch": 20000 / best_train["images_per_s"],
                        "fastest_batch": best_train["batch"], "measured": []}
+    # The limit: the better of two measurements, at the start and at the end, so a machine
+    # busy at one moment does not flatter the fractions.
+    step("matrix-multiply rate, again")
+    second = in_child(matmul_rate, device_name=device, quick=quick)
+    res["matmul"] = {**max(first, second, key=lambda m: m["gflops"]),
+                     "measurements": [round(first["gflops"], 1), round(second["gflops"], 1)]}
+    for row in res["train"] + res["infer"]:
+        row["fraction_of_matmul"] = row["gflops"] / res["matmul"]["gflops"]
     if cuda and not quick:
         for b in (16, None):
             step(f"the original run through colorize train ({'seed preset' if b is None else f'batch {b}'})")
@@ -627,7 +631,7 @@ def report(res: dict) -> None:
     name = res["machine"].get("gpu", res["machine"]["cpu"])
     console.print(f"\n[bold]{res['device']}[/bold]: {name}, torch {res['machine']['torch']}, "
                   f"{res['machine']['threads']} threads · {m['dtype']} matrix multiply {limit:.0f} GFLOP/s "
-                  f"(n={m['size']}, median)")
+                  f"(n={m['size']}, the better median of two measurements)")
     t = Table(title="speed (medians after warm-up)", title_justify="left")
     for col in ("what", "batch", "images/s", "GFLOP/image", "GFLOP/s", "of matmul", "peak MB"):
         t.add_column(col, justify="left" if col == "what" else "right")
