@@ -53,8 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 from colorize_cli.data import Pairs, load_data  # noqa: E402
 from colorize_cli.infer import BUNDLED_MODEL, Colorizer  # noqa: E402
-from colorize_cli.model import (FrozenUpConv, ModelConfig, UNet, UpConv, fold_batchnorm, for_inference,  # noqa: E402
-                                init_weights, upsample_then_conv)
+from colorize_cli.model import (ModelConfig, UNet, UpConv, autocast_bf16, fold_batchnorm, for_inference,  # noqa: E402
+                                freeze_phases, init_weights, upsample_then_conv)
 from colorize_cli.train import Nets, TrainConfig, get_batch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -266,11 +266,7 @@ def _textbook_upconv(conv: nn.Conv2d) -> None:
 
 def _bn_kept(raw: nn.Module) -> nn.Module:
     """for_inference without the BatchNorm folding."""
-    net = copy.deepcopy(raw).eval()
-    for block in net.modules():
-        if isinstance(getattr(block, "conv", None), UpConv):
-            block.conv = FrozenUpConv(block.conv)
-    return net.to(memory_format=torch.channels_last)
+    return freeze_phases(copy.deepcopy(raw).eval()).to(memory_format=torch.channels_last)
 
 
 def _phases_per_call(raw: nn.Module) -> nn.Module:
@@ -300,7 +296,7 @@ def infer_ablations(device_name: str, quick: bool) -> list[dict]:
     fast = for_inference(raw).to(memory_format=torch.channels_last)
     x = torch.rand(batch, 1, 256, 256, device=device)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    amp = (lambda: torch.autocast("cuda", torch.bfloat16)) if cuda else nullcontext
+    amp = lambda: autocast_bf16(cuda)  # noqa: E731
 
     def forward(net: nn.Module, inp: torch.Tensor, mode: Callable = torch.inference_mode, cast: Callable = amp
                 ) -> Callable[[], object]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +40,8 @@ from colorize_cli.imageio import (
     save_image,
     to_gray,
 )
-from colorize_cli.model import (ModelConfig, UNet, decode_output, encode_input, for_inference, load_generator,
-                                pick_device, to_uint8_exact)
+from colorize_cli.model import (ModelConfig, UNet, autocast_bf16, decode_output, encode_input, for_inference,
+                                load_generator, pick_device, to_uint8_exact)
 
 BUNDLED_MODEL = Path(__file__).parent / "weights" / "beach.safetensors"
 RUN_CHECKPOINT = "best.safetensors"  # what `colorize train` keeps as a run's best generator
@@ -153,7 +152,7 @@ class Colorizer:
         (computed in bf16 on a GPU: the chroma it predicts is far coarser than bf16's steps)."""
         x = torch.from_numpy(np.stack(works)).to(self.device).unsqueeze(1).float() / 255
         x = encode_input(x, self.cfg.space).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", torch.bfloat16) if self.device.type == "cuda" else nullcontext():
+        with autocast_bf16(self.device.type == "cuda"):
             return self.net(x).float().cpu()
 
     @torch.inference_mode()

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -320,14 +321,23 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def for_inference(net: nn.Module) -> nn.Module:
-    """An eval-mode copy that runs fastest: BatchNorm folded into the convolutions
-    (`fold_batchnorm`) and the decoder's phase kernels computed once (`FrozenUpConv`)."""
-    net = fold_batchnorm(net)
+def freeze_phases(net: nn.Module) -> nn.Module:
+    """`net` (changed in place) with every decoder UpConv replaced by a FrozenUpConv."""
     for block in net.modules():
         if isinstance(block, ConvBlock) and isinstance(block.conv, UpConv):
             block.conv = FrozenUpConv(block.conv)
     return net
+
+
+def for_inference(net: nn.Module) -> nn.Module:
+    """An eval-mode copy that runs fastest: BatchNorm folded into the convolutions
+    (`fold_batchnorm`) and the decoder's phase kernels computed once (`freeze_phases`)."""
+    return freeze_phases(fold_batchnorm(net))
+
+
+def autocast_bf16(enabled: bool) -> torch.autocast | nullcontext:
+    """bf16 autocast on CUDA where `enabled` (the GPU fast path), else no change."""
+    return torch.autocast("cuda", torch.bfloat16) if enabled else nullcontext()
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:

@@ -53,7 +53,7 @@ from colorize_cli import metrics
 from colorize_cli.data import Pairs, load_data, native_size
 from colorize_cli.errors import UserError
 from colorize_cli.imageio import atomic_path, save_image, write_error
-from colorize_cli.model import (ModelConfig, PatchGAN, UNet, build, decode_output, encode_input, encode_target,
+from colorize_cli.model import (ModelConfig, PatchGAN, UNet, autocast_bf16, build, decode_output, encode_input, encode_target,
                                 load_checkpoint, load_state, pick_device, save_checkpoint, to_uint8_exact)
 
 console = Console(stderr=True, highlight=False)
@@ -320,17 +320,14 @@ class Nets:
             return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cuda or None)
         return torch.optim.SGD(net.parameters(), lr=cfg.lr)
 
-    def _autocast(self) -> torch.autocast | nullcontext:
-        return torch.autocast("cuda", torch.bfloat16) if self.amp else nullcontext()
-
     def train_step(self, gray01: torch.Tensor, color01: torch.Tensor) -> torch.Tensor:
         """One D step then one G step on a batch; returns (d_loss, g_adv, g_l1) on the device."""
         x, y = encode_input(gray01, self.space), encode_target(color01, self.space)
-        with self._autocast():
+        with autocast_bf16(self.amp):
             fake = self.g_train(x)
         # D: real pairs -> 1, fake pairs -> 0, on every patch.
         self.d.requires_grad_(True)
-        with self._autocast():
+        with autocast_bf16(self.amp):
             real_logits, fake_logits = self.d_train(x, y), self.d_train(x, fake.detach())
         d_loss = 0.5 * (gan_loss(real_logits.float(), True, self.gan_loss) + gan_loss(fake_logits.float(), False, self.gan_loss))
         self.opt_d.zero_grad(set_to_none=True)
@@ -338,7 +335,7 @@ class Nets:
         self.opt_d.step()
         # G: make D answer 1, and stay near the truth.
         self.d.requires_grad_(False)
-        with self._autocast():
+        with autocast_bf16(self.amp):
             fake_logits = self.d_plain(x, fake)
         adv = gan_loss(fake_logits.float(), True, self.gan_loss)
         l1 = (fake.float() - y).abs().mean()
@@ -354,7 +351,7 @@ class Nets:
 @torch.no_grad()
 def colorize_batch(g: nn.Module, gray01: torch.Tensor, space: str, amp: bool) -> torch.Tensor:
     """Eval-mode forward pass, decoded as a user gets it (luma locked to the gray)."""
-    with torch.autocast("cuda", torch.bfloat16) if amp else nullcontext():
+    with autocast_bf16(amp):
         out = g(encode_input(gray01, space))
     return decode_output(gray01, out.float(), space)
 
