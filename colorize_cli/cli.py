@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -15,9 +16,38 @@ from colorize_cli.errors import UserError
 
 console = Console(stderr=True, highlight=False)
 
+
+def unwrap_help(text: str | None) -> str | None:
+    """Help text as paragraphs of one line each, for rich to wrap at the terminal's width.
+
+    Docstrings wrap at the source's width; Typer keeps those line breaks in the list of
+    commands and after a command's first paragraph, so at 80 or 100 columns a sentence would
+    break early and leave a word alone on a line. A paragraph that starts with click's \\b
+    mark keeps its lines (a table).
+    """
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p.removeprefix("\b\n") if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
+
+
+class HelpGroup(typer.core.TyperGroup):
+    """A command group whose own help and its commands' help are unwrapped (see unwrap_help)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - click's signature
+        super().__init__(*args, **kwargs)
+        self.help = unwrap_help(self.help)
+        for command in self.commands.values():
+            command.help = unwrap_help(command.help)
+
+
 app = typer.Typer(
     name="colorize",
-    help="Teach a computer to colorize grayscale photographs: crawl, prep, train, infer, evaluate.",
+    cls=HelpGroup,
+    help="Teach a computer to colorize grayscale photographs: crawl the web for photos, prep them into pairs, "
+         "train a model, infer (colorize) new photos, evaluate the results and survey people on them; "
+         "demo shows the bundled model at work.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -45,16 +75,19 @@ def _root(
 
 @app.command()
 def crawl(
-    keyword: Annotated[str, typer.Argument(help="What to search for; also names the folder (OUT/<keyword-slug>/).")],
+    keyword: Annotated[str, typer.Argument(metavar="KEYWORD", help="What to search for; also names the folder "
+                                                                  "(OUT/<keyword-slug>/).")],
     num: Annotated[int, typer.Option("-n", "--num", min=1, help="Usable images wanted in the folder (re-runs top up to it).")] = 125,
-    out: Annotated[Path, typer.Option("--out", help="Parent folder; images go to OUT/<keyword-slug>/.")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option("--out", metavar="OUT", help="Parent folder; images go to OUT/<keyword-slug>/.")] = Path("data/raw"),
     engine: Annotated[Optional[Literal["bing", "baidu", "google", "flickr", "urls"]], typer.Option(
-        "--engine", help="Where URLs come from [default: bing, or urls when --urls is given].")] = None,
+        "--engine", metavar="ENGINE", help="Where the image URLs come from: bing, baidu, google, flickr or urls "
+                                           "\\[default: bing, or urls when --urls is given].")] = None,
     urls: Annotated[Optional[Path], typer.Option("--urls", metavar="FILE", help="Text file, one image URL a line (--engine urls).")] = None,
     min_size: Annotated[int, typer.Option("--min-size", min=1, help="Smallest accepted short side, in pixels.")] = 256,
     threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Parallel downloads.")] = 4,
     license_: Annotated[Literal["any", "cc", "public-domain", "commercial", "commercial-modify"], typer.Option(
-        "--license", help="Usage rights asked of the engine (bing, google, flickr).")] = "any",
+        "--license", metavar="RIGHTS", help="Usage rights asked of the engine (bing, google, flickr): any, cc, "
+                                            "public-domain, commercial or commercial-modify.")] = "any",
     photos_only: Annotated[bool, typer.Option("--photos-only/--any-type",
                                               help="Ask the engine for photos only (no clip art, drawings, animations).")] = True,
     max_bytes: Annotated[str, typer.Option("--max-bytes", metavar="SIZE", help="Largest download, e.g. 500K, 20M.")] = "20M",
@@ -63,9 +96,11 @@ def crawl(
                                                       help="Flickr API key (--engine flickr).")] = None,
 ) -> None:
     """Download N usable color photos of KEYWORD into OUT/<keyword-slug>/.
+
     It asks the engine until the folder holds N or the engine runs dry; re-runs top up.
     manifest.csv there lists every URL tried: kept, or the reason it was rejected.
 
+    \b
     Rejected, counted by reason (manifest status):
     download-failed  HTTP error, redirect off http(s), no connection
     timeout          slower than --timeout
@@ -86,32 +121,37 @@ def crawl(
     report = run(cfg, console)
     print_report(report, Console(highlight=False), console)
     if report.kept_total == 0:
-        raise UserError(f"no usable images for {keyword!r}: {shortfall(report)}")
+        raise UserError(report.no_network or f"no usable images for {keyword!r}: {shortfall(report)}")
 
 
 @app.command()
 def evaluate(
-    target: Annotated[Path, typer.Argument(help="A folder of predictions (with --truth), a folder of A|B test pairs "
-                                                "(run through --model), or a .csv/.tsv file of perceptual votes.")],
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="Folder of real photos, matched to TARGET's by file name.")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Run folder or .safetensors checkpoint (default: the bundled model).")] = None,
+    target: Annotated[Path, typer.Argument(metavar="TARGET", help="A folder of predictions (with --truth), a folder of "
+                                                "A|B test pairs (run through --model), or a .csv/.tsv file of votes.")],
+    truth: Annotated[Optional[Path], typer.Option("--truth", metavar="TRUTH", help="The real photos, matched to "
+                                                  "TARGET's by file name.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
+                                                  "or a .safetensors checkpoint (default: the bundled model).")] = None,
     device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the model runs (A|B pairs).")] = "auto",
-    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write per-image scores to this CSV file.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary to stdout instead of tables.")] = False,
+    csv: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the per-image scores to this CSV file.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let --csv replace an old file.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) to stdout.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Votes: how many of the most fooling images to list.")] = 5,
 ) -> None:
-    """Score colorized photos against the real ones (next to the gray baseline), or summarise the
+    """Score colorized photos against the real ones, next to the gray baseline; or summarise the
     votes of a real-or-fake perceptual study: fooling rate, confidence interval, binomial test,
     Fleiss' kappa."""
     from colorize_cli.evaluate import run
 
-    run(target, truth=truth, model=model, device=device, csv_path=csv, as_json=as_json, top=top)
+    run(target, truth=truth, model=model, device=device, csv_path=csv, overwrite=overwrite, as_json=as_json, top=top)
 
 
 @app.command()
 def prep(
-    src: Annotated[Path, typer.Argument(help="Folder of color photos (JPEG, PNG, WebP, BMP, TIFF, GIF) or one file.")],
-    dest: Annotated[Path, typer.Argument(help="Data set folder: DEST/train/*.png, DEST/test/*.png, DEST/prep.csv.")],
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="Folder of color photos (JPEG, PNG, WebP, BMP, TIFF, GIF) "
+                                                            "or one file.")],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="Data set folder: DEST/train/*.png, DEST/test/*.png, "
+                                                              "DEST/prep.csv.")],
     size: Annotated[int, typer.Option("--size", min=1, help="Side of each half of a pair, in pixels.")] = 256,
     fit: Annotated[Literal["crop", "pad", "stretch"], typer.Option(
         "--fit", help="Making a square: crop the centre, pad with black bars, or stretch (distorts).")] = "crop",
@@ -134,7 +174,7 @@ def prep(
 
 @app.command()
 def train(
-    data: Annotated[Optional[Path], typer.Argument(help="A `colorize prep` output (DATA/train, DATA/test) or a folder of "
+    data: Annotated[Optional[Path], typer.Argument(metavar="DATA", help="A `colorize prep` output (DATA/train, DATA/test) or a folder of "
                                                         "color photos (split as prep would). Optional with --resume.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="RUN", help="Run folder \\[default: runs/<date-time>].")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Passes over the training photos "
@@ -178,6 +218,8 @@ def train(
     from colorize_cli.train import configure, summary_table
     from colorize_cli.train import train as run_train
 
+    if data is None and resume is None:
+        raise typer.BadParameter("give DATA (a prep output or a folder of photos), or --resume RUN", param_hint="'DATA'")
     given = dict(epochs=epochs, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
                  gan_loss=gan_loss, l1_weight=l1_weight, device=device, seed=seed, patience=patience, threads=threads,
                  compile=compile_ or None, sync_bn=sync_bn or None, checkpoint_every=checkpoint_every)
@@ -196,33 +238,41 @@ def train(
 
 @app.command()
 def infer(
+    ctx: typer.Context,
     src: Annotated[Path, typer.Argument(metavar="IN", help="A photo, or a folder of photos (JPEG, PNG, WebP, BMP, TIFF, GIF).")],
     dest: Annotated[Path, typer.Argument(metavar="OUT", help="Output folder mirroring IN's names (or, for one photo, "
                                                              "an output file name with an image suffix).")],
     model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
-                                                  "(its best.safetensors) or a .safetensors checkpoint (default: the bundled beach model).")] = None,
+                                                  "(its best.safetensors) or .safetensors file; default: the bundled beach model.")] = None,
     size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size: the long side the network sees "
                                                 "(default: the model's training size). Output is always full size.")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also colorize photos in IN's subfolders.")] = False,
-    fmt: Annotated[Literal["png", "keep"], typer.Option("--format", help="png: lossless, luma exact; keep: the input's own format.")] = "png",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")] = False,
-    side: Annotated[bool, typer.Option("--side-by-side", help="Write gray | colorized (| original, for color inputs) instead.")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also colorize the photos in subfolders of IN.")] = False,
+    fmt: Annotated[Literal["png", "keep"], typer.Option("--format", help="png: lossless, luma exact. keep: as the input.")] = "png",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Keep existing outputs as done "
+                                                "(finishes an interrupted run).")] = False,
+    side: Annotated[bool, typer.Option("--side-by-side", help="Write gray | colorized (| original, for a color input) "
+                                       "side by side.")] = False,
     device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the network runs.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per network pass.")] = 8,
 ) -> None:
     """Colorize photos at their full resolution (color photos are grayed first). Exit code 0 when
-    every photo was written, 1 when any was skipped (each is listed with its reason)."""
-    from colorize_cli.infer import InferOptions, run
+    every photo was written or kept (--skip-existing), 1 when any was skipped: each skipped photo
+    is listed with the reason."""
+    from colorize_cli.infer import OVERWRITE_OR_SKIP, InferOptions, run
 
+    if overwrite and skip_existing:
+        ctx.fail(OVERWRITE_OR_SKIP)
     opts = InferOptions(model=model, size=size, recursive=recursive, keep_format=fmt == "keep", overwrite=overwrite,
-                        side_by_side=side, device=device, batch_size=batch_size)
+                        skip_existing=skip_existing, side_by_side=side, device=device, batch_size=batch_size)
     if run(src, dest, opts, console).failed:
         raise typer.Exit(1)
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the results (made if needed; only the demo's own files are replaced).")] = Path("demo"),
+    out: Annotated[Path, typer.Option("--out", metavar="OUT", help="Folder for the results, made if needed; "
+                                      "of its files, only those the demo wrote are replaced.")] = Path("demo"),
     size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size (default: the model's).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N sample photos.")] = None,
     device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the network runs.")] = "auto",
@@ -234,7 +284,7 @@ def demo(
     run(out, size=size, limit=limit, device=device, console=console)
 
 
-class _BuildByDefault(typer.core.TyperGroup):
+class _BuildByDefault(HelpGroup):
     """`colorize survey DATA ...` is short for `colorize survey build DATA ...`: anything that
     is not a subcommand name (or --help) gets `build` put in front of it."""
 
@@ -254,8 +304,8 @@ app.add_typer(survey_app, name="survey")
 
 @survey_app.command("build")
 def survey_build(
-    data: Annotated[Path, typer.Argument(help="Folder of A|B test pairs from `colorize prep` (DATA/test).")],
-    out: Annotated[Path, typer.Option("--out", help="New study folder (must not exist, or be empty).")],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder of A|B test pairs from `colorize prep` (DATA/test).")],
+    out: Annotated[Path, typer.Option("--out", metavar="STUDY", help="New study folder (must not exist, or be empty).")],
     model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run "
                                                   "folder or a .safetensors checkpoint (default: the bundled model).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Scored trials (test photos).")] = 24,
@@ -283,13 +333,13 @@ def survey_build(
 
 @survey_app.command("serve")
 def survey_serve(
-    study: Annotated[Path, typer.Argument(help="A folder built by `colorize survey`.")],
+    study: Annotated[Path, typer.Argument(metavar="STUDY", help="A folder built by `colorize survey`.")],
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = 8000,
 ) -> None:
     """Serve a study on 127.0.0.1, appending answers to STUDY/votes.csv.
 
     votes.csv is the long format `colorize evaluate` reads; vigilance answers go to
-    STUDY/vigilance.csv."""
+    STUDY/vigilance.csv. One server per study at a time: a second is refused."""
     from colorize_cli.survey import serve
 
     serve(study, port, log=lambda m: console.print(escape(m), soft_wrap=True))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
+import errno
 import hashlib
 import http.client
 import io
@@ -52,6 +52,7 @@ from colorize_cli.imageio import (
     GRAYSCALE_COLORFULNESS,
     ImageError,
     atomic_path,
+    exclusive_lock,
     is_grayscale,
     open_image,
     write_bytes_atomic,
@@ -76,6 +77,10 @@ DRY_PAGES = 2  # consecutive result pages with no new URL: the engine has run dr
 PHASH_NEAR = 8
 
 MANIFEST = "manifest.csv"
+LOCK = ".crawl.lock"  # one crawl per folder at a time (imageio.exclusive_lock)
+# Connection errors that mean this machine has no route at all, rather than a server that said no.
+NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
+PROBE_TIMEOUT = 5.0  # seconds to connect to another engine before calling the network down
 COLUMNS = ("file", "url", "engine", "width", "height", "sha256", "status", "detail", "phash")
 # Pillow format -> suffix of the saved file (MPO: a camera JPEG with extra frames).
 SAVED_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
@@ -149,6 +154,7 @@ class CrawlReport:
     offered: int = 0  # distinct URLs the engine offered this run
     known: int = 0  # of those, already in the manifest (not downloaded again)
     stop: str = ""  # why the engine stopped offering URLs, when it did
+    no_network: str = ""  # "no network: ...", when no server could be reached at all
 
     @property
     def kept_total(self) -> int:
@@ -176,9 +182,11 @@ def parse_size(text: str | int) -> int:
 
 
 class FetchError(Exception):
-    def __init__(self, status: Status, detail: str, retry: bool = False):
+    """`network`: no server was reached at all (the name did not resolve, or there is no route)."""
+
+    def __init__(self, status: Status, detail: str, retry: bool = False, network: bool = False):
         super().__init__(detail)
-        self.status, self.detail, self.retry = status, detail, retry
+        self.status, self.detail, self.retry, self.network = status, detail, retry, network
 
 
 def _request_target(url: str) -> tuple[str, str, int | None, str]:
@@ -253,7 +261,9 @@ def _get_once(url: str, max_bytes: int, deadline: float, headers: dict[str, str]
             if isinstance(e, TimeoutError) or time.monotonic() >= deadline:
                 raise FetchError(Status.TIMEOUT, "time limit reached") from None
             if isinstance(e, socket.gaierror):
-                raise FetchError(Status.FAILED, f"cannot resolve {host} ({e.strerror})") from None
+                raise FetchError(Status.FAILED, f"cannot resolve {host} ({e.strerror})", network=True) from None
+            if isinstance(e, OSError) and e.errno in NO_ROUTE:
+                raise FetchError(Status.FAILED, f"cannot reach {host} ({e.strerror})", network=True) from None
             if isinstance(e, ConnectionRefusedError):
                 raise FetchError(Status.FAILED, f"connection refused by {host}:{conn.port}") from None
             dropped = isinstance(e, (ConnectionResetError, http.client.RemoteDisconnected))
@@ -317,6 +327,7 @@ class Judged:
     height: int = 0
     sha256: str = ""
     phash: int | None = None
+    network: bool = False  # its server was never reached (FetchError.network)
 
 
 def judge(url: str, cfg: CrawlConfig, stop: threading.Event) -> Judged:
@@ -324,7 +335,7 @@ def judge(url: str, cfg: CrawlConfig, stop: threading.Event) -> Judged:
     try:
         data = fetch(url, cfg, stop=stop)
     except FetchError as e:
-        return Judged(url, e.status, e.detail)
+        return Judged(url, e.status, e.detail, network=e.network)
     sha = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():  # the explicit pixel check below decides, not the warning
@@ -459,12 +470,14 @@ def read_url_list(path: Path) -> list[str]:
 class Source:
     """Image URLs from the engine, each once, fetched page by page only as they are needed.
 
-    After iteration `stop` says why the engine stopped offering URLs.
+    After iteration `stop` says why the engine stopped offering URLs, and `unreached` is the
+    reason when that was a result page whose server could not be reached at all.
     """
 
     def __init__(self, cfg: CrawlConfig):
         self.cfg = cfg
         self.stop = ""
+        self.unreached = ""
         if cfg.engine is Engine.URLS:
             if cfg.urls_file is None:
                 raise UserError("--engine urls needs --urls FILE (one image URL a line)")
@@ -498,6 +511,7 @@ class Source:
                         yield url
             except FetchError as e:
                 self.stop = f"result page {pages + 1} failed: {e.detail}"
+                self.unreached = e.detail if e.network else ""
                 return
             except Exception as e:  # noqa: BLE001 - a changed page format breaks the parser in any way
                 self.stop = f"result page {pages + 1} could not be parsed ({type(e).__name__}: {e})"
@@ -597,6 +611,9 @@ class Folder:
         return name
 
     def save(self) -> None:
+        """Write the manifest; a folder where nothing was ever tried gets none (not an empty one)."""
+        if not self.rows and not self.manifest.exists():
+            return
         try:
             with atomic_path(self.manifest) as tmp:
                 with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -607,79 +624,125 @@ class Folder:
             raise UserError(f"{self.manifest}: cannot write ({e.strerror or e})") from None
 
 
-@contextlib.contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """One crawl per folder at a time (the lock dies with the process, so it never goes stale)."""
-    try:
-        f = open(folder / ".crawl.lock", "a")
-    except OSError as e:
-        raise UserError(f"{folder}: cannot write here ({e.strerror or e})") from None
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{folder}: another `colorize crawl` is writing to this folder") from None
-        yield
-
-
 # ---------------------------------------------------------------------------------------
 # The crawl
 
 
 def run(cfg: CrawlConfig, console: Console) -> CrawlReport:
-    """Top OUT/<slug>/ up to cfg.num kept images; progress goes to `console`."""
+    """Top OUT/<slug>/ up to cfg.num kept images; progress goes to `console`.
+
+    Folders this run makes and leaves empty (nothing tried, or no network) are removed again,
+    lock file included, so that a failed first run leaves nothing behind.
+    """
     path = cfg.out / slugify(cfg.keyword)
     source = Source(cfg)  # option errors surface before anything is made or written
+    made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{path}: cannot create the folder ({e.strerror or e})") from None
-    with _exclusive(path):
-        folder = Folder(path)
-        report = CrawlReport(path, cfg.engine, cfg.num, folder.kept)
-        if folder.kept >= cfg.num:
-            folder.save()
-            return report
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("kept, {task.fields[rejected]} rejected"), TimeElapsedColumn())
-        pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="crawl")
-        stop = threading.Event()  # set on the way out: downloads still in flight end at once
-        pending: set[Future[Judged]] = set()
-        try:
-            with Progress(*columns, console=console) as progress:
-                bar = progress.add_task(f"{escape(cfg.keyword)} ({cfg.engine.value})", total=cfg.num,
-                                        completed=folder.kept, rejected=0)
-                urls = iter(source)
-                more, last_save = True, time.monotonic()
-                while True:
-                    # Never more downloads in flight than images still missing: none is wasted.
-                    while more and len(pending) < min(cfg.threads, cfg.num - folder.kept):
-                        url = next(urls, None)
-                        if url is None:
-                            more = False
+    try:
+        with exclusive_lock(path, LOCK, "`colorize crawl`"):
+            try:
+                return _crawl(path, source, cfg, console)
+            finally:  # still holding the lock: no other crawl can be starting in the folder
+                with contextlib.suppress(OSError):
+                    if made and [p.name for p in path.iterdir()] == [LOCK]:
+                        (path / LOCK).unlink()
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty: kept
+                folder.rmdir()
+
+
+def _crawl(path: Path, source: Source, cfg: CrawlConfig, console: Console) -> CrawlReport:
+    folder = Folder(path)
+    report = CrawlReport(path, cfg.engine, cfg.num, folder.kept)
+    if folder.kept >= cfg.num:
+        folder.save()
+        return report
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("kept, {task.fields[rejected]} rejected"), TimeElapsedColumn())
+    pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="crawl")
+    stop = threading.Event()  # set on the way out: downloads still in flight end at once
+    pending: set[Future[Judged]] = set()
+    # URLs whose server could not be reached are held back until some URL's server is: if none
+    # ever is, the network is down, and recording them would mark good URLs as tried for good.
+    # A search engine's URLs come from a result page it served, so its network is known to work.
+    unreached: list[Judged] = []
+    reached = cfg.engine is not Engine.URLS
+    try:
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task(f"{escape(cfg.keyword)} ({cfg.engine.value})", total=cfg.num,
+                                    completed=folder.kept, rejected=0)
+            urls = iter(source)
+            more, last_save = True, time.monotonic()
+            while True:
+                # Never more downloads in flight than images still missing: none is wasted.
+                while more and len(pending) < min(cfg.threads, cfg.num - folder.kept):
+                    url = next(urls, None)
+                    if url is None:
+                        more = False
+                    else:
+                        report.offered += 1
+                        if folder.is_known(url):
+                            report.known += 1
                         else:
-                            report.offered += 1
-                            if folder.is_known(url):
-                                report.known += 1
-                            else:
-                                pending.add(pool.submit(judge, url, cfg, stop))
-                    if not pending:
-                        break
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        j = folder.record(fut.result(), cfg.engine)
-                        report.counts[j.status] += 1
-                        if j.status is Status.KEPT or time.monotonic() - last_save > 2.0:
+                            pending.add(pool.submit(judge, url, cfg, stop))
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    j = fut.result()
+                    if j.network and not reached:
+                        unreached.append(j)
+                        continue
+                    reached = True
+                    for held in [*unreached, j]:
+                        held = folder.record(held, cfg.engine)
+                        report.counts[held.status] += 1
+                        if held.status is Status.KEPT or time.monotonic() - last_save > 2.0:
                             folder.save()
                             last_save = time.monotonic()
-                    rejected = report.counts.total() - report.counts[Status.KEPT]
-                    progress.update(bar, completed=folder.kept, rejected=rejected)
-        finally:
-            stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            folder.save()
-        report.stop = source.stop
-        return report
+                    unreached.clear()
+                rejected = report.counts.total() - report.counts[Status.KEPT]
+                progress.update(bar, completed=folder.kept, rejected=rejected)
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        folder.save()
+    report.stop = source.stop
+    if unreached:
+        first = min(unreached, key=lambda j: j.url)
+        report.no_network = (f"no network: none of the {len(unreached)} URLs could be reached ({first.detail}); "
+                             "nothing was recorded: check the internet connection, then run again")
+    elif source.unreached and not report.offered:
+        others = [_host(url) for engine, url in _endpoints().items() if engine is not cfg.engine]
+        with ThreadPoolExecutor(len(others)) as probes:
+            if not any(probes.map(_answers, others)):
+                report.no_network = (f"no network: {source.unreached}, nor reach any other engine "
+                                     f"({', '.join(host for host, _ in others)}); "
+                                     "check the internet connection, then run again")
+    return report
+
+
+def _endpoints() -> dict[Engine, str]:
+    """Each search engine's endpoint, read when asked (tests point them elsewhere)."""
+    return {Engine.BING: BING_URL, Engine.BAIDU: BAIDU_URL, Engine.GOOGLE: GOOGLE_URL, Engine.FLICKR: FLICKR_URL}
+
+
+def _host(url: str) -> tuple[str, int]:
+    scheme, host, port, _ = _request_target(url)
+    return host, port or (443 if scheme == "https" else 80)
+
+
+def _answers(address: tuple[str, int]) -> bool:
+    """Whether a TCP connection to (host, port) can be made: the network works as far as there."""
+    try:
+        socket.create_connection(address, timeout=PROBE_TIMEOUT).close()
+    except OSError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -701,6 +764,8 @@ def shortfall(report: CrawlReport) -> str | None:
     """Why the folder holds fewer than N usable images and what to try next; None if it is full."""
     if report.kept_total >= report.wanted:
         return None
+    if report.no_network:
+        return report.no_network
     engine = report.engine.value
     tried = report.counts.total()
     if report.offered == 0:
@@ -729,6 +794,10 @@ def print_report(report: CrawlReport, out: Console, err: Console) -> None:
     if report.kept_before >= report.wanted:
         err.print(f"{report.kept_before} usable images already in {escape(str(report.folder))}; "
                   "nothing to download (raise -n to top up).", soft_wrap=True)
+        return
+    if report.no_network:  # nothing was tried: a table of zeros says nothing
+        if report.kept_total:
+            err.print(f"[yellow]warning:[/yellow] {escape(report.no_network)}.", soft_wrap=True)
         return
     out.print(table)
     if report.kept_total and (msg := shortfall(report)):

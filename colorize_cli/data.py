@@ -38,6 +38,10 @@ from colorize_cli.imageio import (GRAYSCALE_COLORFULNESS, ImageError, is_graysca
                                   sha256_or_reason)
 from colorize_cli.prep import RESAMPLE, SPLITS, PrepConfig, assign_splits, default_workers, make_pair
 
+# Where training photos come from, for the errors that find none.
+PHOTOS_HINT = ("get photos with `colorize crawl KEYWORD` (then `colorize prep` them), "
+               "or use any folder of your own color photos")
+
 
 @dataclass
 class Pairs:
@@ -178,7 +182,7 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
         if not stat.S_ISDIR(os.stat(root).st_mode):
             raise UserError(f"{root}: not a folder (expected a prep output or a folder of photos)")
     except FileNotFoundError:
-        raise UserError(f"{root}: no such folder (expected a prep output or a folder of photos)") from None
+        raise UserError(f"{root}: no such folder (expected a prep output or a folder of photos); {PHOTOS_HINT}") from None
     except OSError as e:  # a symlink loop, no permission
         raise UserError(f"{root}: cannot read ({e.strerror or e})") from None
     workers = workers or default_workers()
@@ -228,7 +232,7 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
     train = slots.pairs(0, n_train, [candidates[k].name for k in by_split["train"]])
     test = slots.pairs(n_train, n_train + n_test, [candidates[k].name for k in by_split["test"]])
     if not len(train):
-        raise UserError(f"{root}: no usable training images ({source})")
+        raise UserError(f"{root}: no usable training images ({source}); {PHOTOS_HINT}")
     if not len(test):
         raise UserError(f"{root}: no test images, so nothing to measure progress on; "
                         "make a split with `colorize prep --test-fraction 0.2`")

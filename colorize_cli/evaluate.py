@@ -31,7 +31,7 @@ from rich.table import Table
 
 from colorize_cli import metrics, prep, votes
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import ImageError, atomic_path, list_images, open_image, to_gray
+from colorize_cli.imageio import ImageError, atomic_path, list_images, open_image, path_text, to_gray
 
 # (key in metrics.score, label, +1 higher is better / -1 lower is better / 0 neither)
 METRICS: tuple[tuple[str, str, int], ...] = (
@@ -87,13 +87,14 @@ class Evaluation:
         return out
 
     def to_json(self) -> dict:
-        """Machine-readable summary; NaN and infinite values (PSNR of identical images) are null."""
+        """Machine-readable summary; NaN and infinite values (PSNR of identical images) are null,
+        file names that are not UTF-8 have their odd bytes as \\xNN (`imageio.path_text`)."""
         return metrics.json_safe({
             "kind": self.kind,
-            **self.source,
+            **{k: path_text(v) for k, v in self.source.items()},
             "images": len(self.scores),
             "fitted": sum(s.fitted for s in self.scores),
-            "skipped": [{"image": n, "reason": r} for n, r in self.skipped],
+            "skipped": [{"image": path_text(n), "reason": path_text(r)} for n, r in self.skipped],
             **self.summary(),
         })
 
@@ -105,7 +106,7 @@ class Evaluation:
             w = csv.writer(f)
             w.writerow(["image", "width", "height", "fitted", *model_keys, *(f"gray_{k}" for k in gray_keys)])
             for s in self.scores:
-                w.writerow([s.name, s.width, s.height, int(s.fitted),
+                w.writerow([path_text(s.name), s.width, s.height, int(s.fitted),
                             *(_num(s.model[k]) for k in model_keys), *(_num(s.gray[k]) for k in gray_keys)])
 
     def table(self) -> Table:
@@ -267,11 +268,8 @@ def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None,
     for path in _with_progress(paths, "colorizing"):
         try:
             truth, gray = split_pair(open_image(path), path)
-        except ImageError as e:
+        except ImageError as e:  # too small pairs too: open_image applies imageio.check_dimensions
             ev.skipped.append((path.stem, str(e)))
-            continue
-        if min(gray.size) < infer.MIN_SIDE:
-            ev.skipped.append((path.stem, f"{path}: {gray.width} px pairs are too small to colorize (at least {infer.MIN_SIDE})"))
             continue
         batch.append((path.stem, truth, gray))
         if len(batch) == colorizer.batch_size:
@@ -288,14 +286,14 @@ def report(ev: Evaluation, csv_path: Path | None, as_json: bool) -> None:
     """Skipped images and notes to stderr; the table, or JSON with `as_json`, to stdout."""
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
     for name, reason in ev.skipped[:SHOW_SKIPPED]:
-        err.print(f"[yellow]skipped[/yellow] {escape(name)}: {escape(reason)}", soft_wrap=True)
+        err.print(f"[yellow]skipped[/yellow] {escape(path_text(name))}: {escape(path_text(reason))}", soft_wrap=True)
     if len(ev.skipped) > SHOW_SKIPPED:
         err.print(f"[yellow]skipped[/yellow] {len(ev.skipped) - SHOW_SKIPPED} more (--json lists them all)")
     if not ev.scores:
         raise UserError("no image could be scored (see the reasons above)")
     if csv_path is not None:
         ev.write_csv(csv_path)
-        err.print(f"per-image scores written to {escape(str(csv_path))} ({len(ev.scores)} rows)", soft_wrap=True)
+        err.print(f"per-image scores written to {escape(path_text(csv_path))} ({len(ev.scores)} rows)", soft_wrap=True)
     if as_json:
         print(json.dumps(ev.to_json(), indent=2, allow_nan=False))
         return
@@ -306,8 +304,17 @@ def report(ev: Evaluation, csv_path: Path | None, as_json: bool) -> None:
     out.print("gray: the gray photo itself as the prediction.  ↑/↓: higher/lower is better.")
 
 
+def check_csv(path: Path, overwrite: bool) -> None:
+    """Refuse a --csv path that would replace a file (without --overwrite) or is a folder, before
+    the slow scoring: a checkpoint or photo given as --csv by mistake is never lost."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; --csv needs a file name")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise UserError(f"{path}: exists; not overwritten (use --overwrite to replace it)")
+
+
 def run(target: Path, *, truth: Path | None, model: Path | None, device: str, csv_path: Path | None,
-        as_json: bool, top: int) -> None:
+        as_json: bool, top: int, overwrite: bool = False) -> None:
     """`colorize evaluate TARGET`: a .csv (or .tsv) file is a table of perceptual votes; a folder is scored
     against `truth` or, without it, taken as A|B pairs and run through the model."""
     if target.suffix.lower() in (".csv", ".tsv"):
@@ -321,5 +328,7 @@ def run(target: Path, *, truth: Path | None, model: Path | None, device: str, cs
         raise UserError(f"{target}: expected a folder of images or a .csv file of votes")
     if truth is not None and model is not None:
         raise UserError("give --truth (compare two folders) or --model (run a model on A|B pairs), not both")
+    if csv_path is not None:
+        check_csv(csv_path, overwrite)
     ev = compare_folders(target, truth) if truth is not None else evaluate_model(target, model, device)
     report(ev, csv_path, as_json)

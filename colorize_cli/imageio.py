@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -31,6 +33,14 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".
 # colour photo and is not caught by this measure.
 GRAYSCALE_COLORFULNESS = 8.0
 
+# One rule for degenerate images in every command: a photo whose short side is under this holds
+# too little scene for a colour guess (1x1 icons, 5000x1 strips), and blown up into a pair it is
+# one smeared pixel row.
+MIN_SIDE = 16
+
+# Longest file name (bytes) most file systems allow (ext4, XFS, btrfs, APFS, NTFS in UTF-16 units).
+NAME_MAX = 255
+
 
 class ImageError(UserError):
     """A file that cannot be used as a photo; the message names the file and the reason."""
@@ -40,7 +50,9 @@ def _flatten(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB: alpha composited on white, 16-bit and float scaled to 8-bit."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if not np.isfinite(a).all():
+            raise ValueError("samples that are not finite numbers (NaN or infinity)")
+        top = _full_scale(img.mode, float(a.max(initial=0.0)))
         return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -49,6 +61,16 @@ def _flatten(img: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX ...
+
+
+def _full_scale(mode: str, peak: float) -> float:
+    """The sample value that means white. Floating-point photos (mode "F") are stored in 0..1 by
+    convention (TIFF SampleFormat=3, scientific cameras); integer ones in 0..255 or 0..65535."""
+    if mode.startswith("I;16") or peak > 255:
+        return 65535.0
+    if mode == "F" and peak <= 1.0:
+        return 1.0
+    return 255.0
 
 
 def open_image(source: str | os.PathLike | bytes) -> Image.Image:
@@ -62,6 +84,9 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # "Corrupt EXIF data" and friends: the pixels are fine, and the warning would print
+            # two lines with a site-packages path in the middle of a command's output.
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(stream) as img:
                 img.seek(0)  # first frame of an animation
                 img.load()  # decode everything now: truncation shows up here, not later
@@ -83,9 +108,14 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
         raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None  # a symlink loop, an I/O error
     except (SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
-    if rgb.width == 0 or rgb.height == 0:
-        raise ImageError(f"{name}: image has zero size")
+    check_dimensions(name, rgb.width, rgb.height)
     return rgb
+
+
+def check_dimensions(name: str, width: int, height: int) -> None:
+    """The one rule for degenerate images (see MIN_SIDE), raised as an ImageError naming `name`."""
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"{name}: {width}x{height} px is too small (both sides must be at least {MIN_SIDE} px)")
 
 
 def to_gray(img: Image.Image) -> Image.Image:
@@ -110,6 +140,59 @@ def is_grayscale(img: Image.Image) -> bool:
     return colorfulness(np.asarray(thumb.convert("RGB"))) < GRAYSCALE_COLORFULNESS
 
 
+def path_text(path: str | os.PathLike) -> str:
+    """A path as text that any UTF-8 file (CSV, JSON, HTML) can hold: bytes of a file name that
+    are not valid UTF-8 (os.fsdecode keeps them as lone surrogates) appear as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def available_memory() -> int:
+    """Bytes of RAM a new allocation can get without swapping (Linux: MemAvailable), or the
+    physical memory where that is not known."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def ensure_memory(needed: float, what: str) -> None:
+    """Refuse, before allocating, work whose estimated memory exceeds what the machine has free:
+    a clear message instead of the OOM killer or a raw allocator error."""
+    free = available_memory()
+    if needed > free:
+        raise UserError(f"{what} needs about {needed / 2**30:.1f} GiB of memory; "
+                        f"this machine has {free / 2**30:.1f} GiB free")
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: Path, name: str, what: str) -> Iterator[None]:
+    """Hold FOLDER/NAME exclusively while `what` runs, or refuse at once, saying which process has it.
+
+    An flock dies with its process, so a crash never leaves a stale lock; the holder's PID and
+    command line are written into the file so that the refusal can name them.
+    """
+    lock = folder / name
+    try:
+        f = open(lock, "a+", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{folder}: cannot write here ({e.strerror or e})") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = " ".join(f.read().split())[:200] or "another process"
+            raise UserError(f"{folder}: {what} is already running here ({holder}); "
+                            f"wait for it to end, or use another folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}: {path_text(' '.join(sys.argv))}\n")
+        f.flush()
+        yield
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -120,8 +203,17 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 class WriteError(UserError):
     """An output that cannot be written (read-only folder, disk full, ...): the message names
-    the file and the reason. Not an OSError on purpose: a batch stops at the first one rather
-    than failing the same way on every later file."""
+    the file and the reason. Not an OSError on purpose: a batch skips the one file, except when
+    `stops_everything` says every later write would fail the same way."""
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+    @property
+    def stops_everything(self) -> bool:
+        """A full disk or a read-only file system: going on would fail the same way on every file."""
+        return self.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def write_error(path: str | os.PathLike, e: OSError) -> WriteError:
@@ -129,7 +221,7 @@ def write_error(path: str | os.PathLike, e: OSError) -> WriteError:
     reason = e.strerror or str(e)
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         reason = f"disk full: {reason}"
-    return WriteError(f"{path}: cannot write ({reason})")
+    return WriteError(f"{path}: cannot write ({reason})", e.errno)
 
 
 def sha256_or_reason(path: str | os.PathLike) -> tuple[str, str]:
@@ -149,9 +241,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     `path`, after the temporary file is removed.
     """
     path = Path(path)
+    # mkstemp adds 8 random characters and ".tmp" to ".NAME."; the name is cut so that the
+    # whole temporary name stays within NAME_MAX bytes, even when NAME itself nearly fills it.
+    stem = os.fsdecode(os.fsencode(path.name)[:NAME_MAX - 14])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise write_error(path, e) from None
     os.close(fd)

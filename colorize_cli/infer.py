@@ -16,6 +16,7 @@ folder of mixed sizes still runs in full batches.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -34,19 +35,26 @@ from colorize_cli.errors import UserError
 from colorize_cli.imageio import (
     IMAGE_SUFFIXES,
     ImageError,
+    WriteError,
+    check_dimensions,
+    ensure_memory,
     is_grayscale,
     list_images,
     open_image,
     save_image,
     to_gray,
+    write_error,
 )
 from colorize_cli.model import (ModelConfig, UNet, autocast_bf16, decode_output, encode_input, for_inference,
                                 load_generator, pick_device, to_uint8_exact)
 
 BUNDLED_MODEL = Path(__file__).parent / "weights" / "beach.safetensors"
 RUN_CHECKPOINT = "best.safetensors"  # what `colorize train` keeps as a run's best generator
-MIN_SIDE = 16  # smaller photos hold too little scene for a colour guess (and are icons, not photos)
 DEFAULT_BATCH = 8
+# `activation_bytes` counts the tensors alive at the network's peak; the peak resident memory
+# measured on a CPU was 1.1 to 1.4 times that count (widths 8 to 64, canvases of 512 to 2048 px),
+# the rest being oneDNN's workspaces and the allocator's slack.
+MEMORY_MARGIN = 1.5
 # The full-resolution decode works in horizontal strips of about this many pixels: the colour
 # conversion's temporaries then stay a few MB each instead of several GB for an 8000 px photo.
 STRIP_PIXELS = 1 << 18
@@ -69,6 +77,30 @@ def resolve_model(path: str | os.PathLike | None) -> Path:
             raise UserError(f"{path}: folder has no {RUN_CHECKPOINT}; give a `colorize train` run folder or a .safetensors file")
         return best
     return path  # load_checkpoint explains a missing or unreadable file
+
+
+def activation_bytes(cfg: ModelConfig, size: int, batch: int, element_bytes: int = 4) -> int:
+    """Memory a network pass over `batch` working copies at working size `size` needs at its peak,
+    for the largest canvas that size allows (size x size rounded up to the U-Net's step). Alive at
+    the peak: the encoder's outputs still waiting for their skip connection, plus the busiest
+    decoder step (its input, and its padded copy and phase outputs, or its output and the
+    concatenation). Checked before a photo is scaled up, so a huge --size is refused clearly."""
+    step = 2**cfg.depth
+    side = -(-size // step) * step
+    pixels = side * side
+    chans = [cfg.width * min(2**i, 8) for i in range(cfg.depth)]
+    skips = [c * pixels // 4 ** (i + 1) for i, c in enumerate(chans)]
+    peak = held = sum(skips)
+    x = skips.pop()  # the bottleneck is the decoder's first input, not a skip
+    held -= x
+    for i in range(cfg.depth - 2, -1, -1):
+        out = skips[i]  # each decoder step outputs its level's channels at its level's size
+        peak = max(peak, held + max(2 * x + out, x + 3 * out))
+        held -= skips[i]
+        x = 2 * out  # joined with the skip
+    out = cfg.out_channels * pixels
+    peak = max(peak, 2 * x + out, x + 3 * out)
+    return math.ceil((peak + pixels) * batch * element_bytes * MEMORY_MARGIN)  # + pixels: the encoded input
 
 
 @dataclass(frozen=True)
@@ -119,9 +151,23 @@ class Colorizer:
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
+        self._check_memory(device)
         self.device = device
         self.net = net.eval().to(device, memory_format=torch.channels_last)
         self.source = source
+
+    def _check_memory(self, device: torch.device) -> None:
+        """Refuse a working size and batch whose network pass cannot fit where it runs, before any
+        photo is scaled up to it (instead of an allocator's error, or the OOM killer, later)."""
+        what = f"working size {self.size} px at batch size {self.batch_size}"
+        if device.type != "cuda":
+            ensure_memory(activation_bytes(self.cfg, self.size, self.batch_size), what)
+            return
+        need = activation_bytes(self.cfg, self.size, self.batch_size, element_bytes=2)  # bf16 autocast
+        free = torch.cuda.mem_get_info(device)[0]
+        if need > free:
+            raise UserError(f"{what} needs about {need / 2**30:.1f} GiB of GPU memory; "
+                            f"{device} has {free / 2**30:.1f} GiB free")
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu", size: int | None = None,
@@ -136,11 +182,11 @@ class Colorizer:
         return cls(for_inference(net), cfg, dev, size, batch_size, str(file))
 
     def prepare(self, img: Image.Image) -> Prepared:
-        """Gray the photo and make its padded working copy; too-small photos are refused."""
+        """Gray the photo and make its padded working copy; too-small photos are refused
+        (`imageio.check_dimensions`, which `open_image` has applied to every photo read from a file)."""
         gray = to_gray(img)
         width, height = gray.size
-        if min(width, height) < MIN_SIDE:
-            raise UserError(f"{width}x{height} px is too small: both sides must be at least {MIN_SIDE} px")
+        check_dimensions("image", width, height)
         g = Geometry.fit(width, height, self.size, self.step)
         small = np.asarray(gray.resize((g.w, g.h), Image.Resampling.LANCZOS))
         pad = ((g.top, g.ph - g.h - g.top), (g.left, g.pw - g.w - g.left))
@@ -158,7 +204,10 @@ class Colorizer:
     @torch.inference_mode()
     def finish(self, item: Prepared, out: torch.Tensor) -> Image.Image:
         """Full-size RGB from one network output (C, ph, pw): crop the padding, scale the
-        chroma to the photo's size, decode strip by strip against the full-resolution gray."""
+        chroma to the photo's size, decode strip by strip against the full-resolution gray. A
+        non-finite output (a damaged or diverged network) is refused: it would decode as gray."""
+        if not torch.isfinite(out).all():
+            raise UserError("the network's output is not finite (NaN or infinity); its checkpoint may be damaged")
         g = item.geometry
         width, height = item.gray.size
         chroma = out[None, :, g.top:g.top + g.h, g.left:g.left + g.w].to(self.device)
@@ -208,6 +257,9 @@ def side_by_side(gray: Image.Image, colorized: Image.Image, original: Image.Imag
 # --- the command -----------------------------------------------------------------------
 
 
+OVERWRITE_OR_SKIP = "--overwrite and --skip-existing exclude each other: replace existing outputs, or keep them"
+
+
 @dataclass(frozen=True)
 class InferOptions:
     """`colorize infer` options besides IN and OUT."""
@@ -217,9 +269,14 @@ class InferOptions:
     recursive: bool = False
     keep_format: bool = False
     overwrite: bool = False
+    skip_existing: bool = False
     side_by_side: bool = False
     device: str = "auto"
     batch_size: int = DEFAULT_BATCH
+
+    def __post_init__(self) -> None:
+        if self.overwrite and self.skip_existing:
+            raise UserError(OVERWRITE_OR_SKIP)
 
 
 @dataclass(frozen=True)
@@ -230,10 +287,12 @@ class Job:
 
 @dataclass
 class Summary:
-    """What a run did; `failed` holds (file, reason) for every input without an output."""
+    """What a run did; `failed` holds (file, reason) for every input without an output, `already`
+    counts outputs that existed and were kept (--skip-existing)."""
 
     done: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    already: int = 0
     seconds: float = 0.0
 
 
@@ -265,13 +324,16 @@ def plan(src: Path, dst: Path, opts: InferOptions) -> list[Job]:
     return [Job(p, output_path(p.relative_to(src), dst, opts.keep_format)) for p in paths]
 
 
-def screen(jobs: Sequence[Job], overwrite: bool) -> tuple[list[Job], list[tuple[Path, str]]]:
-    """Split jobs into those to run and those refused before any work: an output that would
-    replace an input photo (even with --overwrite), that exists (without --overwrite), or that
-    an earlier input already writes."""
+def screen(jobs: Sequence[Job], overwrite: bool,
+           skip_existing: bool = False) -> tuple[list[Job], list[tuple[Path, str]], list[Job]]:
+    """Split jobs into those to run, those refused before any work, and those already done.
+    Refused: an output that would replace an input photo (even with --overwrite), that exists
+    (without --overwrite), or that an earlier input already writes. Done: with --skip-existing,
+    an output file that exists (writes are atomic, so it is complete: an interrupted run's)."""
     inputs = {_real(job.src) for job in jobs}
     ok: list[Job] = []
     refused: list[tuple[Path, str]] = []
+    done: list[Job] = []
     claimed: dict[Path, Path] = {}
     for job in jobs:
         key = _real(job.dst)
@@ -281,12 +343,15 @@ def screen(jobs: Sequence[Job], overwrite: bool) -> tuple[list[Job], list[tuple[
         elif key in claimed:
             refused.append((job.src, f"{job.src}: its output {job.dst} is already written for {claimed[key]} "
                                      "(same name, other format: use --format keep)"))
+        elif skip_existing and job.dst.is_file():
+            claimed[key] = job.src
+            done.append(job)
         elif job.dst.exists() and not overwrite:
             refused.append((job.src, f"{job.src}: {job.dst} exists; not overwritten (use --overwrite to replace it)"))
         else:
             claimed[key] = job.src
             ok.append(job)
-    return ok, refused
+    return ok, refused, done
 
 
 def _save(img: Image.Image, dst: Path) -> None:
@@ -299,21 +364,33 @@ def run(src: Path, dst: Path, opts: InferOptions, console: Console | None = None
     the rest. Callers exit 1 when `summary.failed` is not empty."""
     console = console or Console(stderr=True, highlight=False)
     started = time.perf_counter()
-    jobs, refused = screen(plan(src, dst, opts), opts.overwrite)
-    summary = Summary(failed=list(refused))
+    jobs, refused, already = screen(plan(src, dst, opts), opts.overwrite, opts.skip_existing)
+    summary = Summary(failed=list(refused), already=len(already))
     for _, reason in refused:
         console.print(f"[yellow]skipped[/yellow] {escape(reason)}", soft_wrap=True)
     if jobs:
         colorizer = Colorizer.load(opts.model, opts.device, opts.size, opts.batch_size)
         console.print(f"model {escape(colorizer.source)} on {colorizer.device}, working size {colorizer.size} px",
                       soft_wrap=True)
+        _make_output_folder(dst.parent if any(job.dst == dst for job in jobs) else dst)
         _colorize_jobs(colorizer, jobs, opts.side_by_side, summary, console)
     summary.seconds = time.perf_counter() - started
     rate = f", {summary.done / summary.seconds:.2f} photos/s" if summary.done else ""
+    kept = f", {summary.already} already done (--skip-existing)" if summary.already else ""
     failed = f", {len(summary.failed)} skipped (reasons above)" if summary.failed else ""
-    console.print(f"colorized {summary.done} of {summary.done + len(summary.failed)} photos into "
-                  f"{escape(str(dst))} in {summary.seconds:.1f} s{rate}{failed}", soft_wrap=True)
+    total = summary.done + summary.already + len(summary.failed)
+    console.print(f"colorized {summary.done} of {total} photos into {escape(str(dst))} in {summary.seconds:.1f} s"
+                  f"{rate}{kept}{failed}", soft_wrap=True)
     return summary
+
+
+def _make_output_folder(folder: Path) -> None:
+    """OUT itself is made before the first photo: if it cannot be (a read-only place, a file of
+    that name), that is one error for the run, not the same skip repeated for every photo."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(folder, e) from None
 
 
 @dataclass
@@ -326,9 +403,10 @@ class _Pending:
 def _colorize_jobs(colorizer: Colorizer, jobs: list[Job], with_original: bool, summary: Summary,
                    console: Console) -> None:
     """Stream the jobs: read, bucket by canvas shape, run a bucket when full, write results.
-    At most one partial batch per canvas shape is held in memory. An unreadable photo is
-    skipped; an output that cannot be written (imageio.WriteError: read-only folder, full
-    disk) stops the run, as it would fail the same way for every later photo."""
+    At most one partial batch per canvas shape is held in memory. An unreadable photo, a
+    network output that is not finite, and an output that cannot be written (a folder in its
+    place, a bad name) are skipped with the reason; a full disk or a read-only file system
+    stops the run (imageio.WriteError), as it would fail the same way for every later photo."""
     progress = Progress(TextColumn("colorizing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True, disable=not console.is_terminal)
     task = progress.add_task("colorizing", total=len(jobs))
@@ -358,6 +436,14 @@ def _colorize_jobs(colorizer: Colorizer, jobs: list[Job], with_original: bool, s
             except torch.cuda.OutOfMemoryError:
                 out_of_memory(p)
                 continue
+            except WriteError as e:
+                if e.stops_everything:
+                    raise
+                fail(p.job.src, str(e))
+                continue
+            except UserError as e:  # finish: the network's output is not finite
+                fail(p.job.src, f"{p.job.src}: {e}")
+                continue
             summary.done += 1
             progress.advance(task)
 
@@ -365,14 +451,11 @@ def _colorize_jobs(colorizer: Colorizer, jobs: list[Job], with_original: bool, s
     with progress:
         for job in jobs:
             try:
-                img = open_image(job.src)
-                item = colorizer.prepare(img)
+                img = open_image(job.src)  # too small photos are refused here, naming the file
             except ImageError as e:
                 fail(job.src, str(e))
                 continue
-            except UserError as e:
-                fail(job.src, f"{job.src}: {e}")
-                continue
+            item = colorizer.prepare(img)
             original = img if with_original and not is_grayscale(img) else None
             bucket = buckets.setdefault(item.geometry.canvas, [])
             bucket.append(_Pending(job, item, original))

@@ -109,10 +109,13 @@ def _phase_matrix(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     row 0 from input row i - 1 and rows 1 and 2 from row i; an odd one rows 0 and 1 from row i
     and row 2 from row i + 1 (columns alike)."""
     lands = ((0, 1, 1), (0, 0, 1))  # parity a: 3x3 row i -> 2x2 row lands[a][i]
-    m = torch.zeros(3, 3, 2, 2, 2, 2)
-    for i, j, a, b in itertools.product(range(3), range(3), range(2), range(2)):
-        m[i, j, a, b, lands[a][i], lands[b][j]] = 1
-    return m.reshape(9, 16).to(device, dtype)
+    # Cached for the process, so never an inference tensor: one made under inference_mode (a
+    # first forward pass at evaluation) would break every later backward pass.
+    with torch.inference_mode(False):
+        m = torch.zeros(3, 3, 2, 2, 2, 2)
+        for i, j, a, b in itertools.product(range(3), range(3), range(2), range(2)):
+            m[i, j, a, b, lands[a][i], lands[b][j]] = 1
+        return m.reshape(9, 16).to(device, dtype)
 
 
 def phase_kernels(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -358,9 +361,12 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 # --- colour encoding -------------------------------------------------------------------
 # sRGB <-> CIELAB (D65), in torch so that training on a GPU never leaves the device.
 
+# Kept in float64 and inverted there: cast to the data's dtype only at use, so a float64
+# round trip is exact to float64 rounding and a float32 one to float32's.
 _RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
                          [0.212671, 0.715160, 0.072169],
-                         [0.019334, 0.119193, 0.950227]])
+                         [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+_XYZ2RGB = torch.linalg.inv(_RGB2XYZ)
 _WHITE = _RGB2XYZ.sum(1)  # D65 as the matrix's row sums, so a neutral gray has a* = b* = 0
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
@@ -397,7 +403,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     fy = (L + 16) / 116
     f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=1)
     xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / 7.787) * _WHITE.to(lab).reshape(1, 3, 1, 1)
-    return _to_srgb(torch.einsum("ij,njhw->nihw", torch.linalg.inv(_RGB2XYZ).to(lab), xyz))
+    return _to_srgb(torch.einsum("ij,njhw->nihw", _XYZ2RGB.to(lab), xyz))
 
 
 def gray_to_lightness(gray: torch.Tensor) -> torch.Tensor:
@@ -520,6 +526,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], M
         extra = json.loads(meta.get("extra", "{}"))
     except (json.JSONDecodeError, TypeError) as e:
         raise UserError(f"{path}: unreadable model config ({e})") from None
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    # A run that diverged, or a damaged file, would otherwise colorize everything gray.
+    broken = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise UserError(f"{path}: checkpoint holds NaN or infinite weights ({broken[0]}{more})")
     return tensors, cfg, extra
 
 

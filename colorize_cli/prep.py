@@ -34,9 +34,11 @@ from colorize_cli.imageio import (
     IMAGE_SUFFIXES,
     ImageError,
     atomic_path,
+    ensure_memory,
     is_grayscale,
     list_images,
     open_image,
+    path_text,
     save_image,
     sha256_or_reason,
     to_gray,
@@ -150,6 +152,11 @@ KEPT = "kept"
 # first). They survive an interrupted run, so running again picks up where it stopped.
 STAGING = ".prep-staging"
 MAX_STEM = 100
+# Peak memory of one worker per pixel of a half (size x size): the fitted color half (3 bytes),
+# the pair (6), its gray half (1 + 3), Lanczos' intermediate and the encoded PNG (up to the
+# pair's raw size for noisy photos). Measured: 17 bytes at --size 2048 and 4096 on a smooth
+# photo, whose PNG is small; 24 leaves room for the noisy ones.
+PAIR_BYTES_PER_PIXEL = 24
 
 
 def default_workers() -> int:
@@ -213,10 +220,11 @@ class _Outcome:
 
 
 def skip_kind(status: str) -> str:
-    """The reason without its details, for counting: "duplicate", "grayscale", "not an image"."""
+    """The reason without its details, for counting: "duplicate", "grayscale", "not an image",
+    "too small" (imageio's "WxH px is too small (...)")."""
     if status.startswith("duplicate of "):
         return "duplicate"
-    return status.split(" (")[0]
+    return re.sub(r"^\d+x\d+ px is ", "", status.split(" (")[0])
 
 
 def read_csv(path: Path) -> list[Row]:
@@ -323,6 +331,13 @@ def _mkdir(path: Path) -> None:
 def _check(cfg: PrepConfig) -> None:
     if cfg.size < 1:
         raise UserError(f"--size must be at least 1, got {cfg.size}")
+    # Every later stage reads a pair through open_image, which refuses images past Pillow's
+    # decompression-bomb limit: a bigger pair would be made, then be unreadable.
+    if 2 * cfg.size**2 > Image.MAX_IMAGE_PIXELS:
+        largest = math.isqrt(Image.MAX_IMAGE_PIXELS // 2)
+        raise UserError(f"--size {cfg.size} makes pairs of {2 * cfg.size}x{cfg.size} px, past the decompression-bomb "
+                        f"limit of {Image.MAX_IMAGE_PIXELS} px that train and survey read pairs under; "
+                        f"the largest --size is {largest}")
     if cfg.fit not in FITS:
         raise UserError(f"--fit must be one of {', '.join(FITS)}, got {cfg.fit!r}")
     if not 0.0 <= cfg.test_fraction <= 1.0:
@@ -337,6 +352,9 @@ def _run_jobs(jobs: list[_Job], staging: Path, cfg: PrepConfig, console: Console
     photo is named on screen as soon as it is found."""
     if not jobs:
         return []
+    workers = min(cfg.workers, len(jobs))
+    ensure_memory(PAIR_BYTES_PER_PIXEL * cfg.size**2 * workers,
+                  f"prep --size {cfg.size} with {workers} worker{'s' * (workers != 1)}")
     _mkdir(staging)
     results: list[_Outcome] = []
     progress = Progress(
@@ -344,7 +362,7 @@ def _run_jobs(jobs: list[_Job], staging: Path, cfg: PrepConfig, console: Console
         TextColumn("kept {task.fields[kept]} · skipped {task.fields[skipped]}"),
         TimeRemainingColumn(), console=console,
     )
-    pool = ThreadPoolExecutor(cfg.workers)
+    pool = ThreadPoolExecutor(workers)
     try:
         with progress:
             task = progress.add_task("prep", total=len(jobs), kept=0, skipped=0)
@@ -354,7 +372,7 @@ def _run_jobs(jobs: list[_Job], staging: Path, cfg: PrepConfig, console: Console
                 results.append(outcome)
                 if outcome.status != KEPT:
                     progress.console.print(
-                        f"[yellow]skipped[/yellow] {escape(str(outcome.job.source))}: {escape(outcome.status)}",
+                        f"[yellow]skipped[/yellow] {escape(path_text(outcome.job.source))}: {escape(outcome.status)}",
                         soft_wrap=True)
                 kept = sum(1 for o in results if o.status == KEPT)
                 progress.update(task, advance=1, kept=kept, skipped=len(results) - kept)
@@ -380,7 +398,14 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
     # realpath, not Path.resolve: on Python 3.11 resolve raises for a symlink loop, which is
     # a bad input to report (cannot read), not a reason to stop.
     dest_abs = Path(os.path.realpath(dest))
-    sources = [p for p in list_images(src, cfg.recursive) if not Path(os.path.realpath(p)).is_relative_to(dest_abs)]
+    if dest_abs == Path(os.path.realpath(src)):
+        raise UserError(f"{dest}: DEST is the SRC folder itself; the data set needs a folder of its own "
+                        "(a new one, or one inside SRC)")
+    # Only prep's own output is left out (DEST inside SRC with -r); photos kept elsewhere in
+    # DEST, e.g. DEST/raw, are sources like any other.
+    own = [dest_abs / sub for sub in (*SPLITS, STAGING)]
+    sources = [p for p in list_images(src, cfg.recursive)
+               if not any(Path(os.path.realpath(p)).is_relative_to(o) for o in own)]
     if not sources:
         raise UserError(f"{src}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
 
@@ -405,8 +430,10 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
     for p in sources:
         if sha := hashes[p][0]:
             groups.setdefault(sha, []).append(p)
+    # prep.csv holds each name as path_text (a name that is not UTF-8 is escaped there), so
+    # that is what a name is compared as.
     owners = {
-        sha: next((p for p in group if sha in prev_kept and str(p) == prev_kept[sha].source), group[0])
+        sha: next((p for p in group if sha in prev_kept and path_text(p) == prev_kept[sha].source), group[0])
         for sha, group in groups.items()
     }
     rows: dict[Path, Row] = {}
@@ -414,16 +441,16 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
     for p in sources:
         sha, err = hashes[p]
         if err:
-            rows[p] = Row(str(p), status=err)
+            rows[p] = Row(path_text(p), status=err)
         elif p != owners[sha]:
-            rows[p] = Row(str(p), sha256=sha, status=f"duplicate of {owners[sha]}")
+            rows[p] = Row(path_text(p), sha256=sha, status=f"duplicate of {path_text(owners[sha])}")
         elif sha in done and not cfg.force:
-            rows[p] = replace(done[sha], source=str(p))
+            rows[p] = replace(done[sha], source=path_text(p))
         else:
             jobs.append(_Job(p, sha))
     for p, row in rows.items():
         if row.status != KEPT:
-            console.print(f"[yellow]skipped[/yellow] {escape(str(p))}: {escape(row.status)}", soft_wrap=True)
+            console.print(f"[yellow]skipped[/yellow] {escape(row.source)}: {escape(row.status)}", soft_wrap=True)
     if n_done := sum(r.status == KEPT for r in rows.values()):
         console.print(f"{n_done} photos already prepared: not redone (--force remakes them)")
     # Pairs whose source has gone (or changed) stay in the data set, and so in prep.csv.
@@ -435,7 +462,7 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
     stale: list[Path] = []  # pairs made earlier of photos now skipped (possible with --force)
     for o in outcomes:
         if o.status != KEPT:
-            rows[o.job.source] = Row(str(o.job.source), sha256=o.job.sha256, status=o.status,
+            rows[o.job.source] = Row(path_text(o.job.source), sha256=o.job.sha256, status=o.status,
                                      width=o.width, height=o.height)
             if (prev := prev_kept.get(o.job.sha256)) and prev.output:
                 stale.append(dest / prev.output)
@@ -451,7 +478,7 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
         prev = prev_kept.get(o.job.sha256)
         split = splits[o.job.sha256]
         output = prev.output if prev and prev.output else f"{split}/{_unique_name(o.job.source, src, taken)}"
-        rows[o.job.source] = Row(str(o.job.source), o.job.sha256, KEPT, output, split,
+        rows[o.job.source] = Row(path_text(o.job.source), o.job.sha256, KEPT, output, split,
                                  o.width, o.height, cfg.size, cfg.fit)
         moves.append((o.staged, dest / output))
 
@@ -477,7 +504,7 @@ def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, c
 
 def summary_table(report: PrepReport, dest: Path) -> Table:
     """What prep did, by outcome, and the data set's totals."""
-    table = Table(title=f"prep → {escape(str(dest))}", title_justify="left")
+    table = Table(title=f"prep → {escape(path_text(dest))}", title_justify="left")
     table.add_column("outcome")
     table.add_column("photos", justify="right")
     table.add_row("pairs written", str(report.made))
@@ -486,6 +513,6 @@ def summary_table(report: PrepReport, dest: Path) -> Table:
         table.add_row(f"skipped: {escape(kind)}", str(n))
     table.add_section()
     n_train, n_test = report.count("train"), report.count("test")
-    table.add_row(f"data set: {escape(str(dest / 'train'))}", str(n_train))
-    table.add_row(f"data set: {escape(str(dest / 'test'))}", str(n_test))
+    table.add_row(f"data set: {escape(path_text(dest / 'train'))}", str(n_train))
+    table.add_row(f"data set: {escape(path_text(dest / 'test'))}", str(n_test))
     return table

@@ -13,11 +13,14 @@ Folder layout (`build_study`):
     images/      PNGs with random names and no metadata, both sides of a trial alike
 The server (`serve`) hands out only the page, study.js and the trial images; it never serves
 key.js or study.json, and it decides itself which side was real, so a rater cannot look the
-answer up. Answers are appended to votes.csv, vigilance answers to vigilance.csv.
+answer up. Answers are appended to votes.csv, vigilance answers to vigilance.csv. One server
+runs per study (a lock), it answers only requests addressed to this machine's own names for it
+(no DNS rebinding), and it bounds its connections in number and idle time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -26,6 +29,7 @@ import random
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import unicodedata
@@ -43,19 +47,36 @@ import torch
 from PIL import Image
 
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import ImageError, list_images, open_image, save_image, write_error
-from colorize_cli.infer import MIN_SIDE, Colorizer
+from colorize_cli.imageio import (
+    ImageError,
+    exclusive_lock,
+    list_images,
+    open_image,
+    path_text,
+    save_image,
+    write_error,
+)
+from colorize_cli.infer import Colorizer
 from colorize_cli.model import lab_to_rgb, lock_luma, rgb_to_lab, to_uint8_exact
 
 HEADER = ("image", "rater", "choice", "real_side", "response_ms")
 VOTES_CSV = "votes.csv"
 VIGILANCE_CSV = "vigilance.csv"
+SERVE_LOCK = ".serve.lock"  # held by `survey serve`: one server per study (see serve)
 ASSETS = ("index.html", "survey.js", "survey.css")
 SIDES = ("left", "right")
 MAX_NAME = 64
 MAX_BODY = 4096
 MAX_RESPONSE_MS = 24 * 3600 * 1000  # answer time is unlimited; a day bounds nonsense values
 IMAGE_NAME = re.compile(r"images/[0-9a-f]{16}\.png")
+# The server: an idle or stalled connection is closed after SOCKET_TIMEOUT seconds, and at most
+# MAX_CONNECTIONS are handled at once (one thread each); a browser opens about six per host.
+SOCKET_TIMEOUT = 30.0
+MAX_CONNECTIONS = 32
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
+# The names a browser on this machine uses for the server; any other Host header is a page on
+# another site whose name was pointed at 127.0.0.1 (DNS rebinding), and is refused.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -99,14 +120,13 @@ class BuildReport:
 
 
 def split_pair(path: Path) -> Photo:
-    """A prep pair image (colour A left, gray B right, 2*size x size) -> Photo."""
-    img = open_image(path)
+    """A prep pair image (colour A left, gray B right, 2*size x size) -> Photo. Its name is kept
+    as path_text, the form every file the study writes (study.json, key.js, votes.csv) can hold."""
+    img = open_image(path)  # refuses images under MIN_SIDE px, so each half is big enough too
     w, h = img.size
     if w != 2 * h:
         raise ImageError(f"{path}: not an A|B pair (width {w} is not twice the height {h})")
-    if h < MIN_SIDE:
-        raise ImageError(f"{path}: too small ({h} px high; photos need at least {MIN_SIDE} px)")
-    return Photo(path.name, img.crop((0, 0, h, h)), img.crop((h, 0, w, h)).convert("L"))
+    return Photo(path_text(path.name), img.crop((0, 0, h, h)), img.crop((h, 0, w, h)).convert("L"))
 
 
 def hue_flip(real: Image.Image) -> Image.Image:
@@ -207,7 +227,7 @@ def build_study(data: str | os.PathLike, out: str | os.PathLike, model: str | os
         record = {
             "format": "colorize-survey", "version": 1,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": str(data), "model": colorizer.source,
+            "source": path_text(data), "model": path_text(colorizer.source),
             "config": {"n": cfg.n, "exposure": cfg.exposure, "seed": cfg.seed,
                        "practice": cfg.practice, "vigilance": cfg.vigilance},
             "trials": trials, "practice": practice,
@@ -256,13 +276,26 @@ class AnswerLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.seen: set[tuple[str, str]] = set()  # (image, rater) already recorded
-        if not path.exists() or path.stat().st_size == 0:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
             return
-        raw = path.read_bytes()
+        except IsADirectoryError:
+            raise UserError(f"{path}: is a folder, not a votes file") from None
+        except OSError as e:
+            raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+        if not raw:
+            return
         if not raw.endswith(b"\n"):
             raise UserError(f"{path}: the last line is incomplete (was a write interrupted?); "
                             "remove or complete that line, then serve again")
-        rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
+        try:
+            rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); "
+                            "refusing to append to it") from None
+        except csv.Error as e:
+            raise UserError(f"{path}: not valid CSV ({e}); refusing to append to it") from None
         if tuple(rows[0]) != HEADER:
             raise UserError(f"{path}: header is {','.join(rows[0])!r}, expected {','.join(HEADER)!r}; "
                             "refusing to append to a file of another format")
@@ -313,7 +346,7 @@ class Study:
             self.key = {t["id"]: (t["image"], t["real_side"], t["kind"] == "vigilance") for t in trials}
             images = [t[s] for t in trials + practice for s in SIDES]
         except FileNotFoundError:
-            raise UserError(f"{self.folder}: not a study folder (no study.json; build one with `colorize survey`)") from None
+            raise _not_a_study(self.folder) from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"{self.folder / 'study.json'}: unreadable study record ({type(e).__name__}: {e})") from None
         bad = next((rel for rel in images if not IMAGE_NAME.fullmatch(str(rel))), None)
@@ -357,13 +390,37 @@ class Study:
         return row
 
 
+def _not_a_study(folder: Path) -> UserError:
+    return UserError(f"{folder}: not a study folder (no study.json; build one with `colorize survey`)")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: "SurveyServer"
     server_version = "colorize-survey"
     sys_version = ""
 
+    def setup(self) -> None:
+        self.timeout = self.server.socket_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         """Quiet: the server reports recorded answers itself, not every request."""
+
+    def parse_request(self) -> bool:
+        """The stdlib's parsing, then the Host check (DNS rebinding) before any method runs."""
+        if not super().parse_request():
+            return False
+        host = self.headers.get("Host")
+        if host is None:
+            self._send(HTTPStatus.BAD_REQUEST, b"a Host header is required\n", "text/plain; charset=utf-8")
+            return False
+        if host.lower() not in self.server.hosts:
+            port = self.server.server_address[1]
+            self._send(HTTPStatus.MISDIRECTED_REQUEST,
+                       f"this server answers only for 127.0.0.1:{port} and localhost:{port}\n".encode(),
+                       "text/plain; charset=utf-8")
+            return False
+        return True
 
     def _send(self, status: HTTPStatus, body: bytes, ctype: str) -> None:
         self.send_response(status)
@@ -423,27 +480,72 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class SurveyServer(ThreadingHTTPServer):
-    """Serves one study on 127.0.0.1 only; each request on its own thread."""
+    """Serves one study on 127.0.0.1 only, to this machine's own names for it: each connection on
+    its own thread, at most `max_connections` at once, each closed after `socket_timeout` idle
+    seconds. A browser that goes away mid-answer is not an error."""
 
     daemon_threads = True
 
-    def __init__(self, study: Study, port: int = 8000, notify: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(self, study: Study, port: int = 8000, notify: Callable[[str], None] = lambda _: None,
+                 socket_timeout: float = SOCKET_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
         self.study = study
         self.notify = notify
+        self.socket_timeout = socket_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
         try:
             super().__init__(("127.0.0.1", port), _Handler)
         except OSError as e:
             raise UserError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}); choose another --port") from None
+        bound = self.server_address[1]
+        self.hosts = frozenset(f"{h}:{bound}" for h in LOCAL_HOSTS) | (frozenset(LOCAL_HOSTS) if bound == 80 else frozenset())
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/"
 
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
+        """A thread for the connection if a slot is free; else a short 503 from this thread."""
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
+        """A dropped or timed-out connection is routine (a closed tab, a sleeping laptop): silent.
+        Anything else is one line, not the stdlib's traceback."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            self.notify(f"a request from {client_address[0]} failed: {type(error).__name__}: {error}")
+
 
 
 def serve(folder: str | os.PathLike, port: int = 8000, log: Callable[[str], None] = print) -> None:
-    """`colorize survey serve`: serve the study until Ctrl-C, reporting each recorded answer."""
-    study = Study(folder)
+    """`colorize survey serve`: serve the study until Ctrl-C, reporting each recorded answer.
+
+    One server per study folder: two would each accept a rater's answer to the same trial, and
+    the duplicate (image, rater) rows would make `colorize evaluate` refuse votes.csv. The lock
+    is taken before the answer logs are read, so the set of answered trials is never stale.
+    """
+    folder = Path(folder)
+    if not (folder / "study.json").is_file():
+        raise _not_a_study(folder)
+    with exclusive_lock(folder, SERVE_LOCK, "`colorize survey serve`"):
+        _serve(Study(folder), port, log)
+
+
+def _serve(study: Study, port: int, log: Callable[[str], None]) -> None:
     with SurveyServer(study, port, notify=log) as server:
         log(f"serving {study.folder} at {server.url} (127.0.0.1 only; Ctrl-C stops)")
         log(f"answers go to {study.votes.path}"

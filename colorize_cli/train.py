@@ -32,8 +32,8 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -52,7 +52,7 @@ from rich.table import Table
 from colorize_cli import metrics
 from colorize_cli.data import Pairs, load_data, native_size
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import atomic_path, save_image, write_error
+from colorize_cli.imageio import atomic_path, ensure_memory, exclusive_lock, save_image, write_error
 from colorize_cli.model import (ModelConfig, PatchGAN, UNet, autocast_bf16, build, decode_output, encode_input, encode_target,
                                 load_checkpoint, load_state, pick_device, save_checkpoint, to_uint8_exact)
 
@@ -69,6 +69,8 @@ RESUME_MAY_CHANGE = ("data", "epochs", "patience", "device", "threads", "compile
 MODEL_OPTIONS = ("size", "width", "space")
 SAMPLES = 6  # test photos in each samples/epoch_NNN.png
 EVAL_BATCH = 16
+LOCK = ".train.lock"  # in the run folder, held while a `colorize train` works there
+RUN_OUTPUTS = ("best.safetensors", "curves.png", "metrics.csv", "samples")  # what starting a run over replaces
 # zlib level of the pictures written every epoch: 1 saves 3x faster than Pillow's 6 for ~10% more bytes,
 # which matters when a GPU epoch takes a second.
 FAST_PNG = 1
@@ -170,13 +172,67 @@ def configure(data: str | None, out: str | None, resume: str | None, preset: str
 
 
 def read_config(run: Path) -> TrainConfig:
+    """RUN/config.json, checked as the options are: any problem is an error naming the file."""
     path = run / "config.json"
     if not path.is_file():
         raise UserError(f"{run}: not a training run (no config.json)")
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
+        cfg = TrainConfig.from_dict(json.loads(path.read_text()))
+        _check_types(cfg)
+        check_config(cfg)
     except (ValueError, TypeError, KeyError) as e:
         raise UserError(f"{path}: unreadable ({e})") from None
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    return cfg
+
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Each setting with a default has the default's type (a whole number does for a number):
+    the options guarantee that, a hand-edited config.json does not."""
+    for f in fields(cfg):
+        if f.default is MISSING or f.default is None:  # data, out, model, preset: checked where they are used
+            continue
+        value, kind = getattr(cfg, f.name), type(f.default)
+        if not (type(value) is kind or (kind is float and type(value) is int)):
+            raise UserError(f"{f.name} must be {_KINDS[kind]}, not {value!r}")
+
+
+def check_new_run_folder(out: Path) -> None:
+    """A new run starts only in a new or empty folder (an earlier attempt's lock file aside),
+    so that nothing the user keeps there is replaced by the run's files."""
+    if (out / "config.json").exists():
+        raise UserError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
+    try:
+        names = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UserError(f"{out}: not a folder; choose another --out") from None
+    except OSError as e:
+        raise UserError(f"{out}: cannot read ({e.strerror or e})") from None
+    if names:
+        shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+        raise UserError(f"{out}: holds other files ({shown}) and no run (no config.json); a new run starts only "
+                        "in a new or empty folder: choose another --out")
+
+
+def check_best(path: Path, mcfg: ModelConfig) -> None:
+    """A resumed run's best.safetensors, if there is one, must load as the run's generator
+    (load_checkpoint and load_state refuse damaged files and NaN weights); a damaged one would
+    otherwise stay the run's result while the run reports success."""
+    if not path.exists():
+        return
+    try:
+        tensors, cfg, _ = load_checkpoint(path)
+        if cfg != mcfg:
+            raise UserError(f"{path}: holds a {_describe(cfg)} network, the run trains a {_describe(mcfg)} one")
+        load_state(UNet(mcfg), tensors, "generator", path)
+    except UserError as e:
+        raise UserError(f"{e}; delete {path} to have it remade from the next epoch, then --resume again") from None
 
 
 def write_config(cfg: TrainConfig) -> None:
@@ -229,6 +285,55 @@ def cpu_threads(cfg: TrainConfig, d: Dist) -> int:
     except AttributeError:
         cpus = os.cpu_count() or 1
     return max(1, cpus // d.local_world)
+
+
+def _parameters(mcfg: ModelConfig) -> int:
+    """Parameters of G and D together, counted on networks built on the "meta" device (shapes
+    only: nothing is allocated, whatever the width)."""
+    with torch.device("meta"):
+        nets = (UNet(mcfg), PatchGAN(mcfg))
+    return sum(p.numel() for net in nets for p in net.parameters())
+
+
+def training_memory(cfg: TrainConfig, amp: bool = False, ddp: bool = False) -> int:
+    """Bytes one process holds at the peak of a training step, from the shapes alone.
+
+    - Parameters of both networks, 4 bytes each (fp32), as many again for their gradients and,
+      with Adam, twice as many for its two moments: 16 bytes a parameter (plain SGD: 8).
+      DistributedDataParallel (`ddp`) keeps one more copy of the gradients in its buckets.
+    - What the backward pass needs kept, per photo of the batch: about 3 values per output value
+      of each U-Net block (the convolution's output, kept by BatchNorm; the activation's output;
+      the padded or concatenated copy the next convolution keeps) and 2 per PatchGAN block
+      (no concatenation), whose 3 passes in a step (real and fake for D, fake for G) are all kept
+      until their backward. 4 bytes a value; 2 under the bf16 autocast used on CUDA (`amp`).
+    Not counted: the backward pass's passing buffers and the allocator's slack, so this is a
+    floor of the peak (width 64, 256 px, batch 16 on a CPU: 1.94 GiB estimated, 2.07 GiB
+    measured), and the decoded photos, which load_data keeps within half the free memory.
+    """
+    m, s = cfg.model, cfg.model.size
+    params = _parameters(m)
+    per_param = 4 * (2 + (2 if cfg.optimizer == "adam" else 0) + (1 if ddp else 0))
+    widths = [m.width * min(2**i, 8) for i in range(max(m.depth, m.d_layers))]  # channels per level, as UNet/PatchGAN
+    encoder = sum(widths[i] * (s >> (i + 1)) ** 2 for i in range(m.depth))
+    decoder = sum(widths[i] * (s >> (i + 1)) ** 2 for i in range(m.depth - 1)) + m.out_channels * s * s
+    patchgan = sum(widths[i] * (s >> (i + 1)) ** 2 for i in range(m.d_layers)) + (s >> m.d_layers) ** 2
+    values = 3 * (encoder + decoder) + 3 * 2 * patchgan
+    return params * per_param + cfg.batch_size * values * (2 if amp else 4)
+
+
+def check_memory(cfg: TrainConfig, device: torch.device, d: Dist = Dist()) -> None:
+    """Refuse, before anything is built, a network and batch that cannot fit where they would
+    train (each process checks its own share): a clear error instead of the allocator's."""
+    m, cuda = cfg.model, device.type == "cuda"
+    what = f"training a width-{m.width} network at {m.size} px (batch size {cfg.batch_size}, {cfg.optimizer})"
+    need = training_memory(cfg, amp=cuda, ddp=d.on)
+    if cuda:
+        free = torch.cuda.mem_get_info(device)[0]
+        if need > free:
+            raise UserError(f"{what} needs about {need / 2**30:.1f} GiB of GPU memory; "
+                            f"{device} has {free / 2**30:.1f} GiB free")
+        need = 4 * _parameters(m)  # the networks are built in RAM, then moved
+    ensure_memory(need, what)
 
 
 # --- one epoch's batches -----------------------------------------------------------------
@@ -484,11 +589,36 @@ CSV_FIELDS = ("epoch", "lr", "d_loss", "g_adv", "g_l1", "test_l1", "test_psnr", 
 
 
 def read_metrics(path: Path, upto: int) -> list[dict]:
-    """The rows of epochs 1..upto (a row written after the checkpoint it belongs to is dropped)."""
+    """The rows of epochs 1..upto (a row written after the checkpoint it belongs to is dropped).
+    Every column must be there and hold numbers: the rows are plotted and written back."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= upto]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in CSV_FIELDS if c not in (reader.fieldnames or ())]
+            if missing:
+                raise ValueError(f"no {missing[0]} column")
+            rows = [row for row in reader if _check_row(row, reader.line_num) <= upto]
+    except UnicodeDecodeError:
+        reason = "not UTF-8 text"
+    except (csv.Error, ValueError) as e:
+        reason = str(e)
+    else:
+        return rows
+    raise UserError(f"{path}: not a metrics table of colorize train ({reason}); delete it to go on without the "
+                    "past epochs' rows")
+
+
+def _check_row(row: dict, line: int) -> int:
+    """A metrics row's epoch, once every value has been found to be a number (ValueError if not)."""
+    for key in CSV_FIELDS:
+        kind, parse = ("a whole number", int) if key == "epoch" else ("a number", float)
+        try:
+            parse(row[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"line {line}: {key} {row[key]!r} is not {kind}") from None
+    return int(row["epoch"])
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -634,6 +764,11 @@ class Reporter:
         self.progress.stop()
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """'1 epoch', '2 epochs': the noun agreeing with its number."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
@@ -664,7 +799,8 @@ def train(cfg: TrainConfig, resume: bool = False, reporter: Reporter | None = No
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(cpu_threads(cfg, d))
-        result = _train(cfg, resume, d, device, reporter or Reporter(enabled=d.main))
+        with ExitStack() as held:  # the run folder's lock, from when _train takes it
+            result = _train(cfg, resume, d, device, reporter or Reporter(enabled=d.main), held)
         if d.on:
             torch_dist.barrier()  # rank 0 may still be writing; leave the process group together
         return result
@@ -674,28 +810,41 @@ def train(cfg: TrainConfig, resume: bool = False, reporter: Reporter | None = No
             torch_dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, reporter: Reporter) -> TrainResult:
+def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, reporter: Reporter,
+           held: ExitStack) -> TrainResult:
     out, mcfg = Path(cfg.out), cfg.model
     cuda = device.type == "cuda"
     if cfg.sync_bn and d.on and not cuda:
         raise UserError("--sync-bn needs CUDA GPUs (NCCL); gloo on CPUs cannot synchronise BatchNorm")
-    if d.main and not resume and ((out / "config.json").exists() or (out / "last.safetensors").exists()):
-        raise UserError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
+    if d.main:  # a new run's folder is locked once it exists, after the data are read
+        if resume:
+            held.enter_context(exclusive_lock(out, LOCK, "`colorize train`"))
+        else:
+            check_new_run_folder(out)
     checkpoint = None
     if resume and not (out / "last.safetensors").exists():
-        # Stopped (or killed) before its first checkpoint; config.json is written first. There
-        # is nothing to go on from, so the run starts over with its own config.
+        # Stopped (or killed) before its first checkpoint; config.json is written first. Starting
+        # over is a resume from epoch 0, unless it would replace files the run already wrote.
+        made = [name for name in RUN_OUTPUTS if (out / name).exists()]
+        if made:
+            raise UserError(f"{out}: no last.safetensors to resume from, and starting over would replace its "
+                            f"{', '.join(made)}; start a new run in another folder (--out), or delete those to "
+                            "start this one over")
         if d.main:
-            console.print(f"{escape(str(out))} has no checkpoint yet: starting the run from its first epoch")
+            console.print(f"{escape(str(out))} has no checkpoint yet: starting the run from its first epoch",
+                          soft_wrap=True)
     elif resume:
         tensors, ckpt_cfg, extra = load_checkpoint(out / "last.safetensors")
         if ckpt_cfg != mcfg:
             raise UserError(f"{out / 'last.safetensors'} holds a {_describe(ckpt_cfg)} network, but "
                             f"{out / 'config.json'} asks for a {_describe(mcfg)} one")
         if extra["epoch"] >= cfg.epochs:
-            raise UserError(f"{out} has finished its {extra['epoch']} epochs; give --epochs N (more than "
+            raise UserError(f"{out} has finished its {_count(extra['epoch'], 'epoch')}; give --epochs N (more than "
                             f"{extra['epoch']}) to train on")
         checkpoint = (tensors, extra)
+    check_memory(cfg, device, d)
+    if checkpoint:
+        check_best(out / "best.safetensors", mcfg)
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
@@ -729,11 +878,14 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
         if extra["world_size"] != d.world:  # another process count shards the epoch differently
             start_step = 0
             if d.main:
-                console.print(f"[yellow]{out / 'last.safetensors'} was saved by {extra['world_size']} processes, "
+                console.print(f"[yellow]{out / 'last.safetensors'} was saved by "
+                              f"{_count(extra['world_size'], 'process', 'processes')}, "
                               f"this is {d.world}: the random streams start afresh and epoch {done + 1} "
                               "from its beginning[/yellow]", soft_wrap=True)
         best_l1 = extra["best_l1"] if extra["best_l1"] is not None else math.inf
         best_epoch = extra["best_epoch"]
+        if not (out / "best.safetensors").exists():  # deleted: the next epoch's model becomes the best
+            best_l1, best_epoch = math.inf, 0
         if start_step and d.main:
             sums = tensors["loss_sums"].to(device)
         # --epochs may have changed: the learning rate follows the new schedule from here.
@@ -765,14 +917,27 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
 
     def save(epochs_done: int, step: int, best_now: bool) -> None:
         """last.safetensors, and best.safetensors when this state or a kept one is the best."""
-        nonlocal best_kept, last_write
+        nonlocal best_kept, last_write, saved
         state = snapshot(epochs_done, step)
         if state is not None:
             save_checkpoint(out / "last.safetensors", state[0], mcfg, state[1])
             best_state = state if best_now else best_kept
             if best_state is not None:
                 save_checkpoint(out / "best.safetensors", best_state[0], mcfg, best_state[1])
-        best_kept, last_write = None, time.perf_counter()
+        best_kept, last_write, saved = None, time.perf_counter(), (epochs_done, step)
+
+    def ensure_finite(epoch: int) -> None:
+        """Stop (a UserError, exit 1) once the losses or the weights are not finite numbers any
+        more, before such a model can be evaluated, saved or made the best."""
+        tensors = [sums, *(t for net in (g, dnet) for t in net.state_dict().values() if t.is_floating_point())]
+        if bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            return
+        step = int(bad_step)  # 0: the losses stayed finite, an update was not
+        where, what = (f"epoch {epoch + 1} at step {step}", "a loss") if step else (f"epoch {epoch + 1}", "the weights")
+        kept = ("no checkpoint was saved" if saved is None else f"{out / 'last.safetensors'} holds the last finite "
+                f"state (epoch {saved[0]}{f', step {saved[1]}' if saved[1] else ''})")
+        raise UserError(f"training diverged in {where} ({what} became NaN or infinite); {kept}: start a new run "
+                        f"with a smaller --lr than {cfg.lr:g}")
 
     def agree(flag: bool) -> bool:
         """True when any process says so (every process must call this at the same point)."""
@@ -787,10 +952,13 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_error(out, e) from None
+        if not resume:
+            held.enter_context(exclusive_lock(out, LOCK, "`colorize train`"))
+            check_new_run_folder(out)  # again, under the lock: another run may have begun here meanwhile
         write_config(cfg)
         gray = gray_baseline(data.test)
         console.print(
-            f"{escape(cfg.data)} ({data.source}): {len(data.train)} train, {len(data.test)} test photos at "
+            f"{escape(cfg.data)} ({data.source}): {len(data.train)} train, {_count(len(data.test), 'test photo')} at "
             f"{mcfg.size} px{'' if on_device else ' (kept in CPU memory)'}"
             f"{' (decoded into a temporary file: more than half the free memory)' if data.on_disk else ''} · "
             f"{mcfg.space} U-Net width {mcfg.width}, "
@@ -803,6 +971,7 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
 
     stop = StopFlag()
     best_kept: tuple[dict[str, torch.Tensor], dict] | None = None  # a best epoch not yet in best.safetensors
+    saved = (done, start_step) if checkpoint else None  # (epoch, step) last.safetensors holds
     last_write = time.perf_counter()
     steps = math.ceil(math.ceil(len(data.train) / d.world) / cfg.batch_size)
     interrupted, stopped_at, t_start, images, train_seconds = False, 0, time.perf_counter(), 0.0, 0.0
@@ -818,6 +987,9 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
                 batches = list(zip(order.split(cfg.batch_size), flips.split(cfg.batch_size)))
                 reporter.epoch_start(epoch, start_step)
                 t0 = time.perf_counter()
+                # The first step (1-based) after which the loss sums are not finite (they stay so),
+                # noted on the device so that no step waits for a value; 0: none.
+                bad_step = torch.zeros((), dtype=torch.long, device=device)
                 for step in range(start_step, steps):
                     # Alone, a stop is seen at once; processes agree on it every 25 steps.
                     if (stop.set if not d.on else step % 25 == 0 and agree(stop.set)):
@@ -825,10 +997,12 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
                         break
                     idx, flip = batches[step]
                     sums += nets.train_step(*get_batch(data.train, idx, flip, device, nets.channels_last))
+                    bad_step = torch.where((bad_step == 0) & ~sums.isfinite().all(), step + 1, bad_step)
                     reporter.step(epoch, step + 1, sums, step + 1)
                 if interrupted:
                     if d.on:
                         torch_dist.all_reduce(sums)  # rank 0 carries every process's partial sums
+                    ensure_finite(epoch)
                     save(epoch, step, best_now=False)
                     stopped_at = step
                     break
@@ -838,6 +1012,7 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
                     torch_dist.all_reduce(sums)
                     for b in list(g.buffers()) + list(dnet.buffers()):  # BN statistics: rank 0's
                         torch_dist.broadcast(b, 0)
+                ensure_finite(epoch)
                 losses = (sums / (steps * d.world)).tolist()
                 seconds = time.perf_counter() - t0
                 train_seconds += seconds
@@ -876,7 +1051,8 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
                     best_kept = snapshot(epoch, 0, keep=True)
                 if early:
                     if d.main:
-                        console.print(f"early stop: no better test L1 for {cfg.patience} epochs (best: epoch {best_epoch})")
+                        console.print(f"early stop: no better test L1 for {_count(cfg.patience, 'epoch')} "
+                                      f"(best: epoch {best_epoch})")
                     break
                 if stopping:
                     interrupted = epoch < cfg.epochs

@@ -33,6 +33,7 @@ from scipy.stats import binomtest
 
 from colorize_cli import metrics
 from colorize_cli.errors import UserError
+from colorize_cli.imageio import path_text
 
 VOTE_MEANING = "1 = the colorized photo was taken for the real one, 0 = the real photo was picked, blank = no vote"
 LONG_COLUMNS = ("image", "rater", "choice")
@@ -44,7 +45,7 @@ SIDES = ("left", "right")
 class Votes:
     """A study as an image x rater matrix of 1, 0 and NaN (no vote), plus what the long format adds."""
 
-    path: str
+    path: str  # as path_text: the report and its JSON hold a name that is not UTF-8 escaped
     format: str  # "wide" or "long"
     images: list[str]
     raters: list[str]
@@ -158,7 +159,7 @@ def _read_wide(path: Path, rows: list[tuple[int, list[str]]]) -> Votes:
         images.append(name)
         for k, j in enumerate(vote_cols):
             matrix[i, k] = _vote(path, line, cells[j], f"in column {j + 1} ({raters[k]})")
-    return _finish(Votes(str(path), "wide", images, raters, matrix, np.isnan(matrix)))
+    return _finish(Votes(path_text(path), "wide", images, raters, matrix, np.isnan(matrix)))
 
 
 def _read_long(path: Path, rows: list[tuple[int, list[str]]]) -> Votes:
@@ -209,7 +210,7 @@ def _read_long(path: Path, rows: list[tuple[int, list[str]]]) -> Votes:
     for i, j, vote, left, ms in votes:
         matrix[i, j], picked[i, j], times[i, j] = vote, left, ms
         blank[i, j] = math.isnan(vote)
-    return _finish(Votes(str(path), "long", list(images), list(raters), matrix, blank,
+    return _finish(Votes(path_text(path), "long", list(images), list(raters), matrix, blank,
                          picked if "real_side" in col else None, times if "response_ms" in col else None))
 
 

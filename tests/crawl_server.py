@@ -3,6 +3,10 @@
 Each path maps to a Route: a normal answer, an error status, a 5xx burst, a stall before the
 headers, a body trickled slower than any time limit, an endless body, a redirect, or a page
 built from the query string (for search-result pages). Every request is logged.
+
+Stalls and trickles are many times the client's time limit, so no test depends on which side
+is faster by a hair; they wait on the server's `stopping` event, so that closing the server
+ends them at once instead of leaving threads asleep.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import io
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +57,7 @@ class Route:
     endless: bool = False  # stream bytes until the client hangs up (no Content-Length)
     page: Callable[[str], bytes] | None = None  # body made from the query string
     calls: int = field(default=0, compare=False)
+    arrived: threading.Event = field(default_factory=threading.Event, compare=False)  # set on each request
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
             if route:
                 route.calls += 1
                 call = route.calls
+                route.arrived.set()
         if route is None:
             self.send_error(404)
             return
@@ -79,8 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up on us, as it should
 
     def _answer(self, r: Route, call: int, query: str) -> None:
-        if r.stall:
-            time.sleep(r.stall)
+        if r.stall and self.server.stopping.wait(r.stall):
+            return
         if call <= r.fail_first:
             self.send_error(503)
             return
@@ -107,7 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(0, len(body), 16):
                 self.wfile.write(body[i:i + 16])
                 self.wfile.flush()
-                time.sleep(r.trickle)
+                if self.server.stopping.wait(r.trickle):
+                    return
         else:
             self.wfile.write(body)
 
@@ -121,6 +127,7 @@ class _Server(ThreadingHTTPServer):
         self.routes = routes
         self.log: list[str] = []
         self.lock = threading.Lock()
+        self.stopping = threading.Event()  # set when the server closes: stalls and trickles end
 
 
 class HostileServer:
@@ -145,5 +152,6 @@ class HostileServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._server.stopping.set()
         self._server.shutdown()
         self._server.server_close()

@@ -4,26 +4,27 @@ answer, the manifest, top-ups, the Bing code path through icrawler's real parser
 from __future__ import annotations
 
 import csv
-import fcntl
+import errno
 import hashlib
 import html
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 from crawl_server import HostileServer, Route, encode, photo, png_header
+from typer.main import get_command
 
 from colorize_cli import crawl
-from colorize_cli.cli import main
+from colorize_cli.cli import app, main
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import open_image
+from colorize_cli.imageio import exclusive_lock, open_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beach-photos"
 FAST = ["--min-size", "64", "--timeout", "3", "--max-bytes", "64K"]
@@ -304,20 +305,20 @@ def test_bing_with_nothing_suggests_another_engine(server, tmp_path, capsys, mon
 
 
 def test_ctrl_c_keeps_what_was_kept_and_does_not_wait_for_stalled_downloads(tmp_path):
-    """SIGINT while two downloads stall (their limit: 300 s): the kept photo and its manifest row
+    """SIGINT while three downloads stall (their limit: 300 s): the kept photo and its manifest row
     stay, nothing half-written is left, and the process ends instead of sitting out the stalls."""
-    routes = {"/good1.jpg": Route(GOOD[1]), "/a.jpg": Route(GOOD[2], stall=300), "/b.jpg": Route(GOOD[3], stall=300)}
+    stalled = {f"/{c}.jpg": Route(GOOD[i], stall=300) for i, c in enumerate("abc", 2)}
+    routes = {"/good1.jpg": Route(GOOD[1]), **stalled}
     with HostileServer(routes) as server:
-        urls = url_list(server, tmp_path, ["/good1.jpg", "/a.jpg", "/b.jpg"])
-        cmd = [sys.executable, "-m", "colorize_cli", "crawl", "beach", "-n", "3", "--urls", str(urls),
+        urls = url_list(server, tmp_path, ["/good1.jpg", "/a.jpg", "/b.jpg", "/c.jpg"])
+        # 3 threads, 4 wanted: good1, a and b at once; c is asked for only once good1 is kept,
+        # that is after 000001.jpg and the manifest listing it have been written.
+        cmd = [sys.executable, "-m", "colorize_cli", "crawl", "beach", "-n", "4", "--threads", "3", "--urls", str(urls),
                "--out", str(tmp_path), "--min-size", "64", "--timeout", "300"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         folder = tmp_path / "beach"
         try:
-            for _ in range(600):  # until the good photo is kept and both stalls are under way
-                if routes["/b.jpg"].calls and (folder / "000001.jpg").exists():
-                    break
-                time.sleep(0.1)
+            assert routes["/c.jpg"].arrived.wait(120)
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=60)
         finally:
@@ -367,15 +368,16 @@ def test_foreign_manifest_is_refused_untouched(tmp_path, capsys):
     assert (folder / "manifest.csv").read_text() == "name,size\na.jpg,3\n"
 
 
-def test_second_crawl_into_the_same_folder_is_refused(tmp_path, capsys):
+def test_second_crawl_into_the_same_folder_is_refused_naming_the_first(tmp_path, capsys):
     folder = tmp_path / "beach"
     folder.mkdir()
     urls = tmp_path / "u.txt"
     urls.write_text("http://127.0.0.1:9/a.jpg\n")
-    with open(folder / ".crawl.lock", "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with exclusive_lock(folder, ".crawl.lock", "`colorize crawl`"):
         code, _, err = cli(capsys, "crawl", "beach", "--urls", str(urls), "--out", str(tmp_path))
-    assert code == 1 and "another `colorize crawl` is writing to this folder" in err
+    assert code == 1
+    assert " ".join(err.split()).startswith(
+        f"error: {folder}: `colorize crawl` is already running here (process {os.getpid()}: ")
     assert not (folder / "manifest.csv").exists()
 
 
@@ -415,3 +417,148 @@ def test_phash_keeps_distinct_real_photos_apart():
     hashes = [crawl.phash(open_image(p)) for p in sorted(SHARED.glob("*.jpg"))[:150]]
     closest = min((a ^ b).bit_count() for i, a in enumerate(hashes) for b in hashes[i + 1:])
     assert closest > crawl.PHASH_NEAR
+
+
+# --- no network -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """As on a machine with no network: every name but 127.0.0.1's fails to resolve (a patched
+    resolver; the engines point at .invalid hosts too, which never resolve anywhere)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in ("127.0.0.1", b"127.0.0.1"):
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for name, host in (("BING_URL", "bing"), ("BAIDU_URL", "baidu"), ("GOOGLE_URL", "google"), ("FLICKR_URL", "flickr")):
+        monkeypatch.setattr(crawl, name, f"https://{host}.invalid/search")
+
+
+@pytest.mark.parametrize("engine", ["bing", "baidu"])
+def test_no_network_says_so_and_leaves_nothing_behind(offline, tmp_path, capsys, engine):
+    out = tmp_path / "raw"
+    code, stdout, err = cli(capsys, "crawl", "beach", "--engine", engine, "--out", str(out), *FAST)
+    assert code == 1
+    others = ", ".join(f"{e}.invalid" for e in ("bing", "baidu", "google", "flickr") if e != engine)
+    [line] = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line == (f"error: no network: cannot resolve {engine}.invalid (Temporary failure in name resolution), "
+                    f"nor reach any other engine ({others}); check the internet connection, then run again")
+    assert "try --engine" not in err
+    assert list(tmp_path.iterdir()) == []  # no folder, no empty manifest, no lock file
+
+
+def test_no_network_with_a_url_list_records_nothing_so_a_later_run_tries_again(offline, tmp_path, capsys):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("https://a.example/1.jpg\nhttps://b.example/2.jpg\n")
+    folder = tmp_path / "raw" / "beach"
+    folder.mkdir(parents=True)
+    (folder / "mine.txt").write_text("the user's")
+    code, stdout, err = cli(capsys, "crawl", "beach", "--urls", str(urls), "--out", str(tmp_path / "raw"), *FAST)
+    assert code == 1
+    [line] = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert line == ("error: no network: none of the 2 URLs could be reached (cannot resolve a.example (Temporary "
+                    "failure in name resolution)); nothing was recorded: check the internet connection, then run again")
+    assert sorted(p.name for p in folder.iterdir()) == [".crawl.lock", "mine.txt"]  # a folder it did not make
+
+
+def test_an_unresolvable_host_among_reachable_ones_is_recorded(offline, server, tmp_path, capsys):
+    urls = url_list(server, tmp_path, ["/good1.jpg"], ["https://gone.invalid/x.jpg"])
+    code, stdout, err = cli(capsys, "crawl", "beach", "--urls", str(urls), "--out", str(tmp_path / "raw"), *FAST)
+    assert code == 0, err
+    rows = {r["url"]: (r["status"], r["detail"]) for r in manifest(tmp_path / "raw" / "beach")}
+    assert rows == {server.url("/good1.jpg"): ("kept", ""),
+                    "https://gone.invalid/x.jpg": ("download-failed",
+                                                   "cannot resolve gone.invalid (Temporary failure in name resolution)")}
+
+
+def test_an_engine_with_no_results_leaves_no_empty_manifest(server, tmp_path, capsys, monkeypatch):
+    server.routes["/images/async"] = Route(page=lambda q: bing_page([]), content_type="text/html")
+    monkeypatch.setattr(crawl, "BING_URL", server.url("/images/async"))
+    code, _, err = cli(capsys, "crawl", "nothing", "--out", str(tmp_path / "raw"), *FAST)
+    assert code == 1 and "bing gave no image URLs" in err
+    assert list(tmp_path.iterdir()) == []
+    # A folder that was there already stays, with what it held; still no empty manifest.
+    (tmp_path / "raw" / "nothing").mkdir(parents=True)
+    code, _, err = cli(capsys, "crawl", "nothing", "--out", str(tmp_path / "raw"), *FAST)
+    assert code == 1
+    assert [p.name for p in (tmp_path / "raw" / "nothing").iterdir()] == [".crawl.lock"]
+
+
+# --- the help of every command (crawl, prep, survey and the top level are rendered here) ---------
+
+
+HELP_PAGES = [(), ("crawl",), ("prep",), ("survey",), ("survey", "build"), ("survey", "serve"), ("train",),
+              ("infer",), ("evaluate",), ("demo",)]
+
+
+def render_help(capsys, monkeypatch, columns: int, *command: str) -> list[str]:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    code, out, err = cli(capsys, *command, "--help")
+    assert code == 0, err
+    return out.splitlines()
+
+
+def early_breaks(lines: list[str]) -> list[str]:
+    """Lines of prose that end before the width although the next line's first word would have
+    fitted: a line break from the source, not from wrapping. Looked for in the description
+    (outside the panels) and in the Commands panel's second column; an aligned table (a line
+    that ends with ':', rows with runs of spaces) is meant to keep its lines."""
+    width = max(len(ln) for ln in lines)
+    faults = []
+
+    def check(column: list[str | None], room: int) -> None:
+        for a, b in zip(column, column[1:]):
+            if a and b and not a.endswith(":") and "  " not in b.strip() and len(a) + 1 + len(b.split()[0]) < room:
+                faults.append(f"{a!r} + {b.split()[0]!r}")
+
+    check([None if ln.startswith(("╭", "│", "╰")) else ln[1:].rstrip() for ln in lines], width - 2)
+    if any(ln.startswith("╭─ Commands") for ln in lines):
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("╭─ Commands")) + 1
+        rows = [ln[2:-2] for ln in lines[start:] if ln.startswith("│")]
+        offset = len(rows[0]) - len(rows[0].split(maxsplit=1)[1])
+        descriptions: list[str | None] = []
+        for row in rows:
+            if row[:offset].strip():  # a new command: its description is a new paragraph
+                descriptions.append(None)
+            descriptions.append(row[offset:].rstrip())
+        check(descriptions, len(rows[0]) - offset - 1)
+    return faults
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+@pytest.mark.parametrize("command", HELP_PAGES, ids=lambda c: " ".join(c) or "colorize")
+def test_help_has_no_line_broken_early(capsys, monkeypatch, command, columns):
+    assert early_breaks(render_help(capsys, monkeypatch, columns, *command)) == []
+
+
+def test_the_top_level_help_names_every_command(capsys, monkeypatch):
+    lines = render_help(capsys, monkeypatch, 80)
+    names = sorted(get_command(app).commands)
+    assert names == ["crawl", "demo", "evaluate", "infer", "prep", "survey", "train"]
+    summary = " ".join(ln.strip() for ln in lines[: next(i for i, ln in enumerate(lines) if ln.startswith("╭"))])
+    listed = [ln.split()[1] for ln in lines[next(i for i, ln in enumerate(lines) if ln.startswith("╭─ Commands")):]
+              if re.match(r"│ \w", ln)]
+    assert sorted(listed) == names
+    for name in names:
+        assert re.search(rf"\b{name}\b", summary.removeprefix("Usage: colorize [OPTIONS] COMMAND [ARGS]...")), name
+
+
+@pytest.mark.parametrize(("command", "arguments"), [
+    (("crawl",), ["KEYWORD"]), (("prep",), ["SRC", "DEST"]), (("survey", "build"), ["DATA"]),
+    (("survey", "serve"), ["STUDY"])])
+def test_arguments_are_named_in_capitals_like_the_help_text_names_them(capsys, monkeypatch, command, arguments):
+    lines = render_help(capsys, monkeypatch, 80, *command)
+    assert lines[1].split() == ["Usage:", "colorize", *command, "[OPTIONS]", *(f"{{{a}}}" for a in arguments)]
+    panel = [ln.split()[2] for ln in lines if re.match(r"│ \*\s+[A-Za-z]", ln)]
+    assert panel == arguments
+
+
+def test_crawl_help_names_the_default_engine(capsys, monkeypatch):
+    text = " ".join(" ".join(ln.strip("│ ") for ln in render_help(capsys, monkeypatch, 200, "crawl")).split())
+    assert "Where the image URLs come from: bing, baidu, google, flickr or urls [default: bing, or urls when " \
+           "--urls is given]." in text
+    assert not re.search(r"\w \.(\s|$)", text)  # no sentence ends in " ." (markup that ate a [...])

@@ -83,4 +83,4 @@ def test_torchrun_runs_the_cli(tmp_path: Path) -> None:
     assert proc.stderr.count("epoch 1/1") == 1 and "x 2 processes" in proc.stderr
     assert proc.stdout.count("test L1 (best: epoch 1)") == 1
     assert sorted(p.name for p in out.iterdir()) == [
-        "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.csv", "samples"]
+        ".train.lock", "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.csv", "samples"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +326,75 @@ def test_batch_scores_equal_the_per_image_metrics(n: int, h: int, w: int) -> Non
                 assert math.isnan(got[key]) == math.isnan(want) and math.isinf(got[key]) == math.isinf(want)
             else:
                 assert got[key] == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+# --- outputs that must not destroy anything, odd files -------------------------------------
+
+
+def test_csv_never_replaces_an_existing_file_and_says_so_before_scoring(tmp_path, tiny_model, capsys, monkeypatch):
+    """`evaluate DATA/test --model RUN --csv RUN/best.safetensors` once replaced the checkpoint."""
+    from colorize_cli import evaluate
+
+    test = tmp_path / "data" / "test"
+    test.mkdir(parents=True)
+    pair(test / "a.png", Image.new("RGB", (32, 32), TRUTH_RGB))
+    before = tiny_model.read_bytes()
+    real = evaluate.evaluate_model
+
+    def scoring(*args, **kwargs):
+        raise AssertionError("scoring started before the --csv file was checked")
+
+    monkeypatch.setattr(evaluate, "evaluate_model", scoring)
+    code, _, err = cli(["evaluate", str(test), "--model", str(tiny_model), "--device", "cpu",
+                        "--csv", str(tiny_model)], capsys)
+    assert code == 1
+    assert f"error: {tiny_model}: exists; not overwritten (use --overwrite to replace it)" in " ".join(err.split())
+    assert tiny_model.read_bytes() == before
+    monkeypatch.setattr(evaluate, "evaluate_model", real)
+    scores = tmp_path / "scores.csv"
+    scores.write_text("an earlier run\n")
+    code, _, err = cli(["evaluate", str(test), "--model", str(tiny_model), "--device", "cpu",
+                        "--csv", str(scores), "--overwrite"], capsys)
+    assert code == 0, err
+    with open(scores, newline="") as f:
+        assert [r["image"] for r in csv.DictReader(f)] == ["a"]
+
+
+def test_csv_that_is_a_folder_is_refused_before_scoring(folders, tmp_path, capsys):
+    pred, truth = folders
+    (tmp_path / "scores.csv").mkdir()
+    code, _, err = cli(["evaluate", str(pred), "--truth", str(truth), "--csv", str(tmp_path / "scores.csv"),
+                        "--overwrite"], capsys)
+    assert code == 1
+    assert f"error: {tmp_path / 'scores.csv'}: is a folder; --csv needs a file name" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("side", ["truth", "pred"])
+def test_a_degenerate_truth_or_prediction_is_skipped_not_fitted(folders, capsys, side):
+    pred, truth = folders
+    solid((truth if side == "truth" else pred) / "strip.png", TRUTH_RGB, (5000, 1))
+    solid((pred if side == "truth" else truth) / "strip.png", TRUTH_RGB)
+    code, out, _ = cli(["evaluate", str(pred), "--truth", str(truth), "--json"], capsys)
+    assert code == 0
+    r = json.loads(out)
+    assert (r["images"], r["fitted"]) == (3, 0)
+    bad = (truth if side == "truth" else pred) / "strip.png"
+    assert r["skipped"] == [{"image": "strip",
+                             "reason": f"{bad}: 5000x1 px is too small (both sides must be at least 16 px)"}]
+
+
+def test_non_utf8_file_names_survive_in_csv_and_json(tmp_path, capsys):
+    pred, truth = tmp_path / os.fsdecode(b"pred\xff"), tmp_path / "truth"
+    solid(pred / os.fsdecode(b"bad\xff.png"), offset(TRUTH_RGB, 51))
+    solid(truth / os.fsdecode(b"bad\xff.png"), TRUTH_RGB)
+    solid(pred / os.fsdecode(b"only\xfe.png"), TRUTH_RGB)
+    code, out, err = cli(["evaluate", str(pred), "--truth", str(truth), "--csv", str(tmp_path / "s.csv"), "--json"],
+                         capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["predictions"] == str(tmp_path / "pred\\xff")
+    assert r["skipped"] == [{"image": "only\\xfe", "reason": f"no truth image named only\\xfe.* in {truth}"}]
+    with open(tmp_path / "s.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["image"] for row in rows] == ["bad\\xff"]
+    assert float(rows[0]["mae"]) == pytest.approx(0.2, abs=1e-8)

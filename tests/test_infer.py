@@ -3,7 +3,10 @@ EXIF orientation, folder mirroring, formats, no overwriting, bad files skipped, 
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,10 @@ import torch
 from PIL import Image, ImageOps
 
 from clirun import run_cli
+from colorize_cli import imageio
 from colorize_cli.errors import UserError
-from colorize_cli.infer import MIN_SIDE, Colorizer, Geometry
+from colorize_cli.imageio import MIN_SIDE
+from colorize_cli.infer import Colorizer, Geometry, InferOptions
 from colorize_cli.model import ModelConfig, build, save_checkpoint
 
 CFG = ModelConfig(size=32, width=8)  # depth 4: canvases are multiples of 16 px
@@ -80,7 +85,7 @@ def test_gray_and_rgba_inputs_work_too(tiny: Colorizer) -> None:
 
 
 def test_too_small_photos_are_refused_clearly(tiny: Colorizer) -> None:
-    with pytest.raises(UserError, match=f"17x5 px is too small: both sides must be at least {MIN_SIDE} px"):
+    with pytest.raises(UserError, match=re.escape(f"17x5 px is too small (both sides must be at least {MIN_SIDE} px)")):
         tiny.colorize(photo(17, 5))
 
 
@@ -308,14 +313,207 @@ def test_checkpoint_whose_header_length_starts_with_0x80_loads(run_dir: Path, tm
     assert np.array_equal(luma(Colorizer.load(path).colorize(img)), luma(img))
 
 
-def test_an_unwritable_output_stops_the_run_with_its_reason(capsys: pytest.CaptureFixture[str], run_dir: Path,
-                                                           tmp_path: Path) -> None:
+def test_a_folder_where_an_output_should_go_skips_only_that_photo(capsys: pytest.CaptureFixture[str],
+                                                                   run_dir: Path, tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     photo(40, 30).save(src / "a.png")
+    photo(30, 40, 1).save(src / "b.png")
     (out / "a.png").mkdir(parents=True)  # a folder where the output file should go
-    code, _, err = cli(capsys, "infer", src, out, "--model", run_dir, "--overwrite")
+    code, _, err = cli(capsys, "infer", src, out, "--model", run_dir, "--overwrite", "--batch-size", "1")
     assert code == 1
-    assert f"error: {out / 'a.png'}: cannot write (Is a directory)" in err
+    assert f"skipped {out / 'a.png'}: cannot write (Is a directory)" in err
+    assert "error:" not in err
+    assert "colorized 1 of 2 photos" in err
     assert (out / "a.png").is_dir()
-    assert [p.name for p in out.iterdir()] == ["a.png"]  # no temporary file left behind
+    assert Image.open(out / "b.png").size == (30, 40)  # the rest is still done
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no temporary file left behind
+
+
+def test_an_output_name_of_250_bytes_is_written(capsys: pytest.CaptureFixture[str], run_dir: Path,
+                                                tmp_path: Path) -> None:
+    """Its temporary name must still fit the file system's 255 bytes."""
+    name = "p" * 246 + ".png"
+    src = tmp_path / "in"
+    src.mkdir()
+    photo(40, 30).save(src / name)
+    photo(30, 40, 1).save(src / "short.png")
+    code, _, err = cli(capsys, "infer", src, tmp_path / "out", "--model", run_dir)
+    assert code == 0, err
+    assert Image.open(tmp_path / "out" / name).size == (40, 30)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [name, "short.png"]
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error_for_the_run(
+        capsys: pytest.CaptureFixture[str], run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the same skip repeated for every photo (as a user other than root meets in a read-only folder)."""
+    src, out = tmp_path / "in", tmp_path / "locked" / "out"
+    src.mkdir()
+    for i in range(3):
+        photo(40, 30, i).save(src / f"{i}.png")
+    real_mkdir = Path.mkdir
+
+    def denied(self: Path, *args: object, **kwargs: object) -> None:
+        if self.is_relative_to(tmp_path / "locked"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    code, _, err = cli(capsys, "infer", src, out, "--model", run_dir)
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith(("error:", "skipped"))] == [
+        f"error: {out}: cannot write (Permission denied)"]
+
+
+def test_a_full_disk_stops_the_batch_at_the_first_failed_write(capsys: pytest.CaptureFixture[str], run_dir: Path,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unlike a bad output name, a full disk would fail the same way for every later photo."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        photo(40, 30, i).save(src / f"{i}.png")
+    writes: list[Path] = []
+
+    def no_space(path: Path, data: bytes) -> None:
+        writes.append(path)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+    code, _, err = cli(capsys, "infer", src, out, "--model", run_dir, "--batch-size", "1")
+    assert code == 1
+    assert len(writes) == 1
+    assert f"error: {out / '0.png'}: cannot write (disk full: No space left on device)" in err
+    assert list(out.iterdir()) == []
+
+
+def test_a_working_size_too_large_for_memory_is_refused_before_any_work(capsys: pytest.CaptureFixture[str],
+                                                                        run_dir: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imageio, "available_memory", lambda: 8 * 2**30)
+    photo(40, 30).save(tmp_path / "a.png")
+    code, _, err = cli(capsys, "infer", tmp_path / "a.png", tmp_path / "out", "--model", run_dir, "--size", "100000",
+                       "--device", "cpu")
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert re.fullmatch(r"error: working size 100000 px at batch size 8 needs about \d+\.\d GiB of memory; "
+                        r"this machine has 8\.0 GiB free", lines[0]), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_memory_estimate_grows_with_the_canvas_and_the_batch(run_dir: Path) -> None:
+    """What the check compares: linear in the batch, about linear in the canvas's pixels."""
+    from colorize_cli.infer import activation_bytes
+
+    one = activation_bytes(CFG, 256, 1)
+    assert activation_bytes(CFG, 256, 8) == 8 * one
+    assert 3.9 * one < activation_bytes(CFG, 512, 1) < 4.1 * one
+    assert activation_bytes(CFG, 250, 1) == one  # rounded up to the U-Net's step (16 px) like every canvas
+
+
+def test_a_nan_checkpoint_is_one_error_line_naming_the_file(capsys: pytest.CaptureFixture[str], run_dir: Path,
+                                                            tmp_path: Path) -> None:
+    from colorize_cli.model import load_checkpoint
+
+    tensors, cfg, extra = load_checkpoint(run_dir / "best.safetensors")
+    key = next(k for k in sorted(tensors) if k.endswith("weight"))
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_checkpoint(bad, tensors, cfg, extra)
+    photo(40, 30).save(tmp_path / "a.png")
+    code, _, err = cli(capsys, "infer", tmp_path / "a.png", tmp_path / "out", "--model", bad)
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: checkpoint holds NaN or infinite weights"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_finite_network_output_fails_that_photo_instead_of_writing_gray(
+        capsys: pytest.CaptureFixture[str], run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    photo(64, 16).save(src / "wide.png")  # a 32 x 16 canvas
+    photo(32, 32, 1).save(src / "square.png")  # a 32 x 32 one: another network pass
+    real = Colorizer.predict
+
+    def overflowing(self: Colorizer, works: list[np.ndarray]) -> torch.Tensor:
+        out = real(self, works).clone()  # an ordinary tensor, not an inference one
+        if works[0].shape == (16, 32):
+            out[0, 0, 3, 5] = float("nan")
+        return out
+
+    monkeypatch.setattr(Colorizer, "predict", overflowing)
+    code, _, err = cli(capsys, "infer", src, tmp_path / "out", "--model", run_dir)
+    assert code == 1
+    assert (f"skipped {src / 'wide.png'}: the network's output is not finite (NaN or infinity); "
+            "its checkpoint may be damaged") in " ".join(err.split())
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["square.png"]
+
+
+def test_skip_existing_finishes_an_interrupted_batch(capsys: pytest.CaptureFixture[str], run_dir: Path,
+                                                     tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        photo(40, 30, i).save(src / f"{i}.png")
+    out.mkdir()
+    (out / "0.png").write_bytes(b"written before the interruption")
+    code, _, err = cli(capsys, "infer", src, out, "--model", run_dir, "--skip-existing")
+    assert code == 0, err
+    assert "colorized 2 of 3 photos" in err and "1 already done (--skip-existing)" in err
+    assert (out / "0.png").read_bytes() == b"written before the interruption"  # not recomputed
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png"]
+    code, _, err = cli(capsys, "infer", src, out, "--model", run_dir, "--skip-existing")
+    assert code == 0, err
+    assert "colorized 0 of 3 photos" in err and "3 already done (--skip-existing)" in err
+
+
+def test_skip_existing_still_refuses_a_folder_in_an_outputs_place(capsys: pytest.CaptureFixture[str],
+                                                                  run_dir: Path, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    photo(40, 30).save(src / "a.png")
+    (out / "a.png").mkdir(parents=True)
+    code, _, err = cli(capsys, "infer", src, out, "--model", run_dir, "--skip-existing")
+    assert code == 1
+    assert f"{out / 'a.png'} exists; not overwritten" in err
+
+
+def test_overwrite_and_skip_existing_together_is_a_usage_error(capsys: pytest.CaptureFixture[str], run_dir: Path,
+                                                               tmp_path: Path) -> None:
+    photo(40, 30).save(tmp_path / "a.png")
+    code, _, err = cli(capsys, "infer", tmp_path / "a.png", tmp_path / "out", "--model", run_dir, "--overwrite",
+                       "--skip-existing")
+    assert code == 2
+    assert "--overwrite and --skip-existing exclude each other" in " ".join(err.replace("│", " ").split())
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="--overwrite and --skip-existing exclude each other"):
+        InferOptions(overwrite=True, skip_existing=True)  # the same rule for the Python API
+
+
+@pytest.mark.parametrize("columns", ["80", "100"])
+@pytest.mark.parametrize("command", ["infer", "evaluate", "demo"])
+def test_help_has_no_line_holding_a_lone_word(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                              command: str, columns: str) -> None:
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    words = [line.strip("│ ").split() for line in out.splitlines() if not line.startswith(("╭", "╰"))]
+    lone = [w[0] for w in words if len(w) == 1 and not re.fullmatch(r"\[(required|default: \S+)\]", w[0])]
+    assert lone == [], out
+
+
+@pytest.mark.parametrize("command, metavars", [
+    ("infer", ["IN", "OUT", "RUN_OR_FILE"]),
+    ("evaluate", ["TARGET", "TRUTH", "RUN_OR_FILE", "FILE"]),
+    ("demo", ["OUT"]),
+])
+def test_help_names_arguments_in_capitals(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                          command: str, metavars: list[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    shown = re.findall(r"\b[A-Z][A-Z_]+\b", out)
+    assert all(m in shown for m in metavars), out
+    assert not [line for line in out.splitlines() if line.startswith("│ --") and "<path>" in line], out

@@ -1,11 +1,14 @@
 """Training killed with SIGKILL at random moments loses nothing (issue 8).
 
-`colorize train` runs in a subprocess on tiny data (16 px photos, a width-4 network, many
-short epochs, so checkpoints are written every few hundredths of a second) and is killed
-with SIGKILL: once the moment its run folder appears (before any checkpoint), then at random
-moments. After every kill each *.safetensors in the run folder loads completely, and
-`--resume` goes on from the last complete checkpoint; the finished run equals, bit for bit,
-one that was never interrupted. A checkpoint for another network is a clear error.
+`colorize train` runs in a subprocess on tiny data (16 px photos, a width-4 network, short
+epochs, a checkpoint after each) and is killed with SIGKILL: once the moment config.json is
+written (before any checkpoint), then at moments drawn from a seeded generator among the
+points of its writes (the start, the middle and the end of every file it writes). The process
+halts at the drawn point and says so on its stdout; the test kills it then, so what a kill
+leaves behind does not depend on timing. After every kill each *.safetensors in the run
+folder loads completely, and `--resume` goes on from the last complete checkpoint; the
+finished run equals, bit for bit, one that was never interrupted. A checkpoint for another
+network is a clear error.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from badfiles import photo
 from colorize_cli.cli import main
 from colorize_cli.model import ModelConfig, build, load_checkpoint, save_checkpoint
 
-EPOCHS = 60
+EPOCHS = 24  # enough that no killed process can finish: each halts within a few epochs of its start
 NET = ["--size", "16", "--width", "4"]
 RUN_ARGS = ["--batch-size", "4", "--device", "cpu", "--threads", "1", "--seed", "0", "--checkpoint-every", "0"]
 RANDOM_KILLS = 3
@@ -61,12 +63,73 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = TIMEOUT) -> None:
-    end = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"training ended before {path.name} appeared: {proc.communicate()}"
-        assert time.monotonic() < end, f"no {path} after {timeout} s"
-        time.sleep(0.005)
+# `colorize train ARGS` that halts at one point of its writes: it prints "halted at POINT" and
+# waits on its stdin (which the test never writes to) until it is killed. The points are the
+# start and the end of every file train.py writes (config.json, metrics.csv, curves.png,
+# samples, checkpoints) and the middle of every checkpoint write (its temporary file cut to
+# half, as a kill during the write leaves it). argv[1]: "config" halts once config.json is
+# written; a number N at the Nth point counted from the end of this process's first checkpoint.
+_HALTING_TRAIN = """
+import os, sys
+import safetensors.torch
+import colorize_cli.train as train
+from colorize_cli.cli import main
+
+spec = sys.argv[1]
+seen = {"checkpoints": 0, "points": 0}
+
+def point(name, before_halting=None):
+    if spec == "config":
+        hit = name == "write_config:end"
+    elif seen["checkpoints"]:
+        seen["points"] += 1
+        hit = seen["points"] == int(spec)
+    else:
+        hit = False
+    if hit:
+        if before_halting:
+            before_halting()
+        print("halted at", name, flush=True)
+        sys.stdin.read()
+        os._exit(3)  # the test ended without killing this process
+
+def hooked(name, write):
+    def wrapper(*args, **kwargs):
+        point(name + ":start")
+        write(*args, **kwargs)
+        seen["checkpoints"] += name == "save_checkpoint"
+        point(name + ":end")
+    return wrapper
+
+for name in ("write_config", "write_metrics", "plot_curves", "save_image", "save_checkpoint"):
+    setattr(train, name, hooked(name, getattr(train, name)))
+real_save_file = safetensors.torch.save_file
+
+def save_file(tensors, filename, metadata=None):
+    real_save_file(tensors, filename, metadata=metadata)
+    point("save_checkpoint:middle", lambda: os.truncate(filename, os.path.getsize(filename) // 2))
+
+safetensors.torch.save_file = save_file
+main(["train", *sys.argv[2:]])
+"""
+
+
+def halting_train(spec: str, log: Path, *args: str | Path) -> subprocess.Popen:
+    """`colorize train ARGS` halting at the point `spec` (see _HALTING_TRAIN); stderr goes to
+    `log` (a pipe nobody reads could fill up and stop the process before it halts)."""
+    with open(log, "w") as err:
+        return subprocess.Popen([sys.executable, "-c", _HALTING_TRAIN, spec, *map(str, args)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+
+
+def kill_when_halted(proc: subprocess.Popen, log: Path) -> str:
+    """SIGKILL the process once it has halted; the point where it was."""
+    line = proc.stdout.readline()
+    if not line.startswith("halted at "):
+        proc.kill()
+        pytest.fail(f"training did not halt (exit code {proc.wait(TIMEOUT)}): {line}{log.read_text()}")
+    kill(proc)
+    return line.split()[-1]
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -94,16 +157,6 @@ def resume(run: Path) -> subprocess.Popen:
     return subprocess.Popen(train_cmd("--resume", run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_new_checkpoint(path: Path, proc: subprocess.Popen, after: int) -> None:
-    """Until the training process has saved at least one checkpoint of its own (mtime past
-    `after`), so that the kill that follows lands in the middle of training."""
-    end = time.monotonic() + TIMEOUT
-    while not path.exists() or path.stat().st_mtime_ns == after:
-        assert proc.poll() is None, f"training ended before a new checkpoint: {proc.communicate()}"
-        assert time.monotonic() < end, f"no new {path} after {TIMEOUT} s"
-        time.sleep(0.005)
-
-
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(photos, tmp_path) -> None:
     ref_run = tmp_path / "reference"
     reference = subprocess.Popen(train_cmd(photos, "--out", ref_run, "--epochs", EPOCHS, *NET, *RUN_ARGS),
@@ -111,24 +164,20 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(photo
     run = tmp_path / "run"
     rng = random.Random(8)
 
-    # 1. Killed the moment the run folder appears: no checkpoint yet, only config.json.
-    proc = subprocess.Popen(train_cmd(photos, "--out", run, "--epochs", EPOCHS, *NET, *RUN_ARGS),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(run / "config.json", proc)
-    kill(proc)
+    # 1. Killed the moment config.json is written: no checkpoint yet.
+    log = tmp_path / "train-0.log"
+    assert kill_when_halted(halting_train("config", log, photos, "--out", run, "--epochs", EPOCHS, *NET, *RUN_ARGS),
+                            log) == "write_config:end"
     assert check_run_folder(run) == 0
-    # 2. Killed at random moments, each time after resuming and training a little.
-    last = run / "last.safetensors"
-    proc, before = resume(run), 0
-    kills_after = []
-    for _ in range(RANDOM_KILLS):
-        wait_for_new_checkpoint(last, proc, before)
-        time.sleep(rng.uniform(0.0, 0.3))
-        assert proc.poll() is None, "training finished before it could be killed; raise EPOCHS"
-        kill(proc)
-        done = check_run_folder(run)
-        kills_after.append(done)
-        proc, before = resume(run), last.stat().st_mtime_ns
+    # 2. Killed at seeded random points of the writes, each time after resuming and saving at
+    # least one checkpoint of its own (about 12 points an epoch).
+    kills_after, points = [], []
+    for k in range(1, RANDOM_KILLS + 1):
+        log = tmp_path / f"train-{k}.log"
+        points.append(kill_when_halted(halting_train(str(rng.randint(1, 36)), log, "--resume", run), log))
+        kills_after.append(check_run_folder(run))
+    assert "save_checkpoint:middle" in points  # one kill left a half-written checkpoint behind
+    proc = resume(run)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, err
     assert f"resuming after epoch {kills_after[-1]}" in err  # the last complete checkpoint
@@ -146,35 +195,63 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(photo
     assert all(p.name.startswith(".") and p.name.endswith(".tmp") for p in run.iterdir() if p.suffix == ".tmp")
 
 
+# save_checkpoint rewriting one file, version after version, halting while it writes version
+# argv[2] at the point argv[3]: "empty" (the temporary file made, nothing in it), "middle" (the
+# temporary file half written), "written" (complete, not yet renamed) or "renamed" (just renamed
+# over the file). It prints "halted" and waits to be killed, as _HALTING_TRAIN does.
 _WRITER = """
-import sys, torch
+import os, sys, torch
+import safetensors.torch
 from colorize_cli.model import ModelConfig, save_checkpoint
+
+target, version, where = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+real_save_file, real_replace = safetensors.torch.save_file, os.replace
+
+def halt(at):
+    if n == version and where == at:
+        print("halted", flush=True)
+        sys.stdin.read()
+        os._exit(3)
+
+def save_file(tensors, filename, metadata=None):
+    halt("empty")
+    real_save_file(tensors, filename, metadata=metadata)
+    if n == version and where == "middle":
+        os.truncate(filename, os.path.getsize(filename) // 2)
+    halt("middle")
+
+def replace(src, dst):
+    halt("written")
+    real_replace(src, dst)
+    halt("renamed")
+
+safetensors.torch.save_file, os.replace = save_file, replace
 cfg = ModelConfig(size=16, width=4)
-big = {f"t{i}": torch.full((1 << 20,), float(i)) for i in range(8)}  # 32 MB a file
-n = 0
-while True:
-    n += 1
-    save_checkpoint(sys.argv[1], {k: v + n for k, v in big.items()}, cfg, {"n": n})
-    print(n, flush=True)
+big = {f"t{i}": torch.full((1 << 16,), float(i)) for i in range(8)}
+for n in range(1, version + 1):
+    save_checkpoint(target, {k: v + n for k, v in big.items()}, cfg, {"n": n})
 """
 
 
-def test_a_checkpoint_write_killed_midway_leaves_the_previous_one(tmp_path) -> None:
-    """save_checkpoint rewriting one file in a loop, SIGKILLed at random: the file always
-    loads and holds one complete version (all tensors from the same write)."""
+@pytest.mark.parametrize("where", ["empty", "middle", "written", "renamed"])
+def test_a_checkpoint_write_killed_midway_leaves_the_previous_one(tmp_path, where: str) -> None:
+    """save_checkpoint rewriting one file, SIGKILLed at each point of a write of a version
+    drawn from a seeded generator: the file always loads and holds one complete version (all
+    tensors from the same write), the previous one until the rename, and the file's folder
+    holds nothing else but the temporary file."""
     target = tmp_path / "last.safetensors"
-    rng = random.Random(3)
-    versions = []
-    for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "1"  # one complete file exists
-        time.sleep(rng.uniform(0.0, 0.4))
-        kill(proc)
-        tensors, cfg, extra = load_checkpoint(target)
-        n = extra["n"]
-        assert all(float(tensors[f"t{i}"][0]) == i + n and float(tensors[f"t{i}"][-1]) == i + n for i in range(8))
-        versions.append(n)
-    assert max(versions) > 1  # some kills came after several rewrites
+    version = random.Random(where).randint(2, 5)
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target), str(version), where],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "halted\n"
+    kill(proc)
+    tensors, cfg, extra = load_checkpoint(target)
+    n = extra["n"]
+    assert n == (version if where == "renamed" else version - 1)
+    assert all(torch.equal(tensors[f"t{i}"], torch.full((1 << 16,), float(i + n))) for i in range(8))
+    left = sorted(p.name for p in tmp_path.iterdir() if p != target)
+    assert len(left) == (where != "renamed") and all(p.startswith(".last.safetensors.") and p.endswith(".tmp")
+                                                     for p in left)
 
 
 # --- checkpoints for another network ------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import re
 import struct
 import zlib
 from collections import Counter
@@ -15,7 +17,7 @@ from PIL import Image
 
 from colorize_cli.cli import main
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import open_image
+from colorize_cli.imageio import MIN_SIDE, open_image, path_text
 from colorize_cli.prep import STAGING, assign_splits, fit_image, make_pair, n_test_for
 
 BEACH = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "beach-photos"
@@ -79,7 +81,7 @@ def halves(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return a[:, :s], a[:, s:]
 
 
-def make_photos(folder: Path, n: int, start: int = 0, size: int = 12) -> None:
+def make_photos(folder: Path, n: int, start: int = 0, size: int = MIN_SIDE) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(start, start + n):
         noise(size, size, i).save(folder / f"p{i:03d}.png")
@@ -189,7 +191,7 @@ def test_prep_125_photos_gives_exactly_100_train_25_test(tmp_path, capsys):
     rows = read_rows(tmp_path / "ds")
     assert len(rows) == 125 and {r["status"] for r in rows.values()} == {"kept"}
     r = rows["p007.png"]
-    assert r["output"] == f"{r['split']}/p007.png" and r["width"] == "12" and r["height"] == "12"
+    assert r["output"] == f"{r['split']}/p007.png" and r["width"] == "16" and r["height"] == "16"
     assert r["sha256"] == hashlib.sha256((tmp_path / "src/p007.png").read_bytes()).hexdigest()
     assert "pairs written" in out and "100" in out and "25" in out
     # The pair is exactly make_pair of the source.
@@ -341,10 +343,10 @@ def test_no_usable_photo_is_an_error(tmp_path, capsys):
 def test_names_are_unique_and_foreign_files_are_never_overwritten(tmp_path, capsys):
     src, dest = tmp_path / "src", tmp_path / "ds"
     src.mkdir()
-    noise(10, 10, 1).save(src / "a.jpg", quality=95)
-    noise(10, 10, 2).save(src / "a.png")
-    noise(10, 10, 3).save(src / "b c!.png")
-    noise(10, 10, 4).save(src / "mine.png")
+    noise(16, 16, 1).save(src / "a.jpg", quality=95)
+    noise(16, 16, 2).save(src / "a.png")
+    noise(16, 16, 3).save(src / "b c!.png")
+    noise(16, 16, 4).save(src / "mine.png")
     (dest / "train").mkdir(parents=True)
     (dest / "test").mkdir()
     (dest / "train/mine.png").write_bytes(b"the user's own file")
@@ -390,7 +392,7 @@ def test_an_interrupted_run_is_picked_up_from_its_staged_pairs(tmp_path, capsys)
     staging = tmp_path / "ds" / STAGING
     staging.mkdir(parents=True)
     left_over = Image.new("RGB", (16, 8), (255, 0, 255))  # what the killed run had made
-    left_over.save(staging / f"{sha}-8-crop-12x12.png")
+    left_over.save(staging / f"{sha}-8-crop-16x16.png")
     assert run(capsys, "prep", tmp_path / "src", tmp_path / "ds", "--size", "8")[0] == 0
     out = read_rows(tmp_path / "ds")["p000.png"]["output"]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "ds" / out)), np.asarray(left_over))
@@ -421,9 +423,84 @@ def test_force_removes_its_own_pair_of_a_photo_now_judged_unusable(tmp_path, cap
     old = tmp_path / "ds" / read_rows(tmp_path / "ds")["p000.png"]["output"]
     assert old.is_file()
     # As if the grayscale threshold had changed between versions.
-    p000 = np.asarray(noise(12, 12, 0))
+    p000 = np.asarray(noise(16, 16, 0))
     monkeypatch.setattr("colorize_cli.prep.is_grayscale", lambda img: np.array_equal(np.asarray(img), p000))
     assert run(capsys, "prep", tmp_path / "src", tmp_path / "ds", "--size", "8", "--force")[0] == 0
     rows = read_rows(tmp_path / "ds")
     assert rows["p000.png"]["status"].startswith("grayscale") and not old.exists()
     assert rows["p001.png"]["status"] == "kept"
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_escaped_and_reruns_work(tmp_path, capsys):
+    src, dest = tmp_path / "src", tmp_path / "ds"
+    make_photos(src, 1)
+    odd = src / os.fsdecode(b"beach\xff.png")  # Latin-1 "beach\xff" from an old camera or zip
+    noise(16, 16, 7).save(odd)
+    code, out, err = run(capsys, "prep", src, dest, "--size", "8")
+    assert code == 0, err
+    text = (dest / "prep.csv").read_bytes().decode("utf-8")  # valid UTF-8 throughout
+    assert path_text(odd) in text and str(src / "beach\\xff.png") in text
+    rows = read_rows(dest)
+    assert rows["beach\\xff.png"]["status"] == "kept" and rows["p000.png"]["status"] == "kept"
+    pairs = sorted((dest / r["output"]) for r in rows.values())
+    stat = {p: p.stat().st_ino for p in pairs}
+    code, out, err = run(capsys, "prep", src, dest, "--size", "8")
+    assert code == 0, err
+    assert "2 photos already prepared" in err
+    assert {p: p.stat().st_ino for p in pairs} == stat  # recognised as the same photo, not redone
+    assert read_rows(dest) == rows
+
+
+def test_degenerate_images_are_skipped_with_the_reason(tmp_path, capsys):
+    src, dest = tmp_path / "src", tmp_path / "ds"
+    make_photos(src, 1)
+    for w, h in ((1, 1), (5000, 1), (3, 300)):
+        noise(w, h, w).save(src / f"strip_{w}x{h}.png")
+    code, out, err = run(capsys, "prep", src, dest, "--size", "8")
+    assert code == 0, err
+    rows = read_rows(dest)
+    for w, h in ((1, 1), (5000, 1), (3, 300)):
+        reason = f"{w}x{h} px is too small (both sides must be at least {MIN_SIDE} px)"
+        assert rows[f"strip_{w}x{h}.png"]["status"] == reason
+        assert rows[f"strip_{w}x{h}.png"]["output"] == ""
+        assert f"skipped {src / f'strip_{w}x{h}.png'}: {reason}" in err
+    assert re.search(r"skipped: too small\W+3\b", out), out
+    assert sorted(p.name for p in (dest / "train").iterdir()) + sorted(p.name for p in (dest / "test").iterdir()) \
+        == ["p000.png"]
+
+
+def test_a_size_past_what_later_stages_read_is_refused_before_anything_is_made(tmp_path, capsys):
+    make_photos(tmp_path / "src", 1)
+    code, out, err = run(capsys, "prep", tmp_path / "src", tmp_path / "ds", "--size", "100000")
+    assert code == 1
+    assert err.strip() == ("error: --size 100000 makes pairs of 200000x100000 px, past the decompression-bomb "
+                           "limit of 89478485 px that train and survey read pairs under; the largest --size is 6688")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_size_that_needs_more_memory_than_is_free_is_refused(tmp_path, capsys, monkeypatch):
+    make_photos(tmp_path / "src", 3)
+    # 24 bytes per pixel of a half (PAIR_BYTES_PER_PIXEL): 24 * 5000^2 * 2 workers = 1.1 GiB.
+    monkeypatch.setattr("colorize_cli.imageio.available_memory", lambda: 2**30)
+    code, out, err = run(capsys, "prep", tmp_path / "src", tmp_path / "ds", "--size", "5000", "--workers", "2")
+    assert code == 1
+    assert err.strip().endswith("error: prep --size 5000 with 2 workers needs about 1.1 GiB of memory; "
+                                "this machine has 1.0 GiB free")
+    assert not (tmp_path / "ds").exists()
+    code, out, err = run(capsys, "prep", tmp_path / "src", tmp_path / "ds", "--size", "64", "--workers", "2")
+    assert code == 0, err
+
+
+def test_dest_that_is_src_is_refused_and_src_inside_dest_works(tmp_path, capsys):
+    make_photos(tmp_path / "photos", 2)
+    code, out, err = run(capsys, "prep", tmp_path / "photos", tmp_path / "photos" / ".", "--size", "8")
+    assert code == 1
+    assert err.strip() == (f"error: {tmp_path / 'photos'}: DEST is the SRC folder itself; the data set needs a "
+                           "folder of its own (a new one, or one inside SRC)")
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["p000.png", "p001.png"]
+    # The photos kept inside the data set's folder: only prep's own train/ and test/ are left out.
+    make_photos(tmp_path / "ds" / "raw", 2)
+    for _ in range(2):
+        code, out, err = run(capsys, "prep", tmp_path / "ds" / "raw", tmp_path / "ds", "--size", "8", "-r")
+        assert code == 0, err
+    assert sorted(read_rows(tmp_path / "ds")) == ["p000.png", "p001.png"]

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -18,11 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clirun import run_cli
 from colorize_cli.cli import main
 from colorize_cli.errors import UserError
+from colorize_cli.imageio import exclusive_lock
 from colorize_cli.model import ModelConfig, build, save_checkpoint
 from colorize_cli.survey import (
     HEADER,
+    SERVE_LOCK,
     BadRequest,
     Study,
     SurveyConfig,
@@ -456,3 +460,137 @@ def test_a_whole_study_in_headless_chromium(server, study, tmp_path):
     assert f"fooling rate: {fooled} of 3 votes" in _evaluate(study / "votes.csv")
     assert f"fooling rate: {fooled} of 3 votes" in _evaluate(saved["votes-Bo.csv"])
     assert (study / "votes.csv").read_text().count("\n") == 4  # the file-mode rater wrote nothing here
+
+
+# --- one server per study, files it cannot use, and a server that survives the network ----------
+
+
+def test_a_second_server_on_the_same_study_is_refused(study, capsys, monkeypatch):
+    """Two servers would each accept the same rater's answer once: duplicate (image, rater) rows
+    that make `colorize evaluate` refuse the whole votes.csv."""
+    served = []
+    monkeypatch.setattr(SurveyServer, "serve_forever", lambda self, *a, **k: served.append(self))
+    with exclusive_lock(study, SERVE_LOCK, "`colorize survey serve`"):
+        code, out, err = run_cli(capsys, "survey", "serve", study, "--port", "0")
+    assert code == 1 and served == []
+    assert err.startswith(f"error: {study}: `colorize survey serve` is already running here "
+                          f"(process {os.getpid()}: ")
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, "survey", "serve", study, "--port", "0")  # free again: it serves
+    assert code == 0 and len(served) == 1, err
+
+
+@pytest.mark.parametrize("kind", ["latin-1", "folder"])
+def test_a_votes_file_it_cannot_read_is_one_line(study, capsys, kind):
+    if kind == "folder":
+        (study / "votes.csv").mkdir()
+        reason = "is a folder, not a votes file"
+    else:
+        (study / "votes.csv").write_bytes((HEADER_LINE + "photo_01.png,Zoë,1,left,10\n").encode("latin-1"))
+        reason = "not a UTF-8 text file (invalid continuation byte at byte 56); refusing to append to it"
+    code, out, err = run_cli(capsys, "survey", "serve", study, "--port", "0")
+    assert code == 1
+    assert err == f"error: {study / 'votes.csv'}: {reason}\n"
+
+
+def test_a_pair_whose_name_is_not_utf8_is_recorded_escaped(model, tmp_path):
+    data = make_pairs(tmp_path / "test", 2)
+    odd = data / os.fsdecode(b"photo\xff.png")
+    (data / "photo_01.png").rename(odd)
+    out = tmp_path / "study"
+    build_study(data, out, model, SurveyConfig(n=2, exposure=1), warn=print)
+    names = sorted(t["image"] for t in record(out)["trials"])
+    assert names == ["photo\\xff.png", "photo_00.png"]
+    assert "photo\\\\xff.png" in (out / "key.js").read_bytes().decode("utf-8")
+    s = Study(out)
+    tid = next(t["id"] for t in record(out)["trials"] if t["image"] == "photo\\xff.png")
+    s.record({"trial": tid, "rater": "Ann", "picked": "left", "response_ms": 3})
+    assert read_votes(out / "votes.csv").images == ["photo\\xff.png"]
+
+
+@pytest.fixture
+def quick_server(study):
+    """A server whose idle sockets time out after 0.3 s and that runs at most 2 connections at once;
+    `closed` is set each time it has finished with a connection."""
+    srv = SurveyServer(Study(study), port=0, socket_timeout=0.3, max_connections=2)
+    srv.closed = threading.Event()
+    finish = srv.shutdown_request
+
+    def shutdown_request(request) -> None:
+        finish(request)
+        srv.closed.set()
+
+    srv.shutdown_request = shutdown_request
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def raw_connection(srv: SurveyServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10)
+    return sock
+
+
+def test_a_connection_held_open_is_closed_after_the_timeout(quick_server):
+    with raw_connection(quick_server) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{quick_server.server_address[1]}\r\n".encode())
+        assert sock.recv(1024) == b""  # the server hung up (the 10 s client timeout would raise)
+
+
+def test_connections_past_the_cap_are_turned_away_at_once(quick_server):
+    port = quick_server.server_address[1]
+    with raw_connection(quick_server) as a, raw_connection(quick_server) as b, raw_connection(quick_server) as c:
+        reply = c.recv(1024)
+        assert reply.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and reply.endswith(b"\r\n\r\nbusy\n")
+        for sock in (a, b):  # the two within the cap are served normally
+            sock.sendall(f"GET /survey.css HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+            assert sock.recv(1024).startswith(b"HTTP/1.0 200 OK\r\n")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1:1", "127.0.0.1.evil.example:{port}",
+                                  None])
+def test_only_requests_for_this_host_are_answered(server, host):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 must not read
+    the study or post votes."""
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        if host is None:
+            conn.putrequest("GET", "/", skip_host=True)
+            conn.endheaders()
+        else:
+            conn.request("GET", "/", headers={"Host": host.format(port=port)})
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read()
+    finally:
+        conn.close()
+    assert status == (400 if host is None else 421)
+    assert body == (b"a Host header is required\n" if host is None
+                    else f"this server answers only for 127.0.0.1:{port} and localhost:{port}\n".encode())
+    for allowed in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/", headers={"Host": allowed})
+            assert conn.getresponse().status == 200, allowed
+        finally:
+            conn.close()
+
+
+def test_a_client_that_resets_mid_response_leaves_no_traceback(quick_server, study, capsys):
+    image = record(study)["trials"][0]["left"]
+    # Far more than the socket buffers hold, so the server is still writing when the reset comes.
+    (study / image).write_bytes(np.random.default_rng(0).bytes(32 * 2**20))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", quick_server.server_address[1]))
+    sock.sendall(f"GET /{image} HTTP/1.1\r\nHost: 127.0.0.1:{quick_server.server_address[1]}\r\n\r\n".encode())
+    assert sock.recv(16).startswith(b"HTTP/1.0 200")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # an RST, as when a tab is closed
+    assert quick_server.closed.wait(10)
+    out, err = capsys.readouterr()
+    assert err == "" and out == ""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,13 +17,15 @@ import pytest
 import torch
 from PIL import Image
 
-from colorize_cli import metrics
+from colorize_cli import imageio, metrics
 from colorize_cli.cli import main
 from colorize_cli.data import load_data, native_size
 from colorize_cli.errors import UserError
-from colorize_cli.model import decode_output, encode_input, load_checkpoint, load_generator, to_uint8_exact
+from colorize_cli.imageio import exclusive_lock
+from colorize_cli.model import decode_output, encode_input, load_checkpoint, load_generator, save_checkpoint, to_uint8_exact
 from colorize_cli.prep import make_pair
-from colorize_cli.train import SEED_RECIPE, Reporter, configure, lr_factor, read_config, train
+from colorize_cli.train import (SEED_RECIPE, Nets, Reporter, check_memory, configure, lr_factor, read_config, train,
+                                training_memory)
 
 # A beach palette: colours a gray photo cannot tell apart by itself, muted enough for CIELAB.
 PALETTE = [(200, 80, 60), (60, 140, 200), (90, 160, 70), (220, 200, 120)]
@@ -201,7 +205,7 @@ def test_run_folder(straight: Path, data: Path) -> None:
     assert (extra["epoch"], extra["step"]) == (2, 0)
     assert str(extra["best_epoch"]) == min(table, key=lambda r: float(r["test_l1"]))["epoch"]
     assert sorted(p.name for p in straight.iterdir()) == [
-        "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.csv", "samples"]
+        ".train.lock", "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.csv", "samples"]
 
     # The figures are what a user gets: best.safetensors through decode_output and 8-bit output.
     g, mcfg = load_generator(straight / "best.safetensors")
@@ -423,3 +427,236 @@ def test_bad_options(data: Path, tmp_path: Path, capsys) -> None:
         configure(str(data), str(tmp_path / "r"), None, None, {"lr": 0.0})
     with pytest.raises(UserError, match="give DATA"):
         configure(None, None, None, None, {})
+
+
+# --- the run folder is the user's: never overwritten, never shared ----------------------
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative name -> bytes), to prove that nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_new_run_goes_only_into_a_new_or_empty_folder(data: Path, tmp_path: Path, capsys) -> None:
+    """A folder of the user's own files (named like a run's, but no config.json) is left alone."""
+    mine = tmp_path / "mine"
+    (mine / "samples").mkdir(parents=True)
+    for name in ("best.safetensors", "metrics.csv", "curves.png", "samples/epoch_001.png"):
+        (mine / name).write_text(f"the user's own {name}\n")
+    before = _contents(mine)
+    assert cli("train", data, *TINY, "--epochs", "1", "--out", mine) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {mine}: holds other files (best.safetensors, curves.png, metrics.csv, …) and no run "
+                   "(no config.json); a new run starts only in a new or empty folder: choose another --out\n")
+    assert _contents(mine) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli("train", data, *TINY, "--epochs", "1", "--out", empty) == 0
+    assert (empty / "last.safetensors").is_file()
+
+
+def test_resume_without_a_checkpoint_never_starts_over_on_the_runs_files(straight: Path, tmp_path: Path,
+                                                                         capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    (run / "last.safetensors").unlink()
+    before = _contents(run)
+    assert cli("train", "--resume", run, "--epochs", "3") == 1
+    assert capsys.readouterr().err == (
+        f"error: {run}: no last.safetensors to resume from, and starting over would replace its best.safetensors, "
+        "curves.png, metrics.csv, samples; start a new run in another folder (--out), or delete those to start "
+        "this one over\n")
+    assert _contents(run) == before
+    # Stopped before its first checkpoint with nothing else written: starting over loses nothing.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_bytes((straight / "config.json").read_bytes())
+    assert cli("train", "--resume", bare, "--epochs", "1") == 0
+    assert f"{bare} has no checkpoint yet: starting the run from its first epoch" in capsys.readouterr().err
+    assert load_checkpoint(bare / "last.safetensors")[2]["epoch"] == 1
+
+
+def test_a_run_folder_in_use_is_refused_naming_the_process(straight: Path, data: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    """The lock is held here (flock is per open file, so this process counts as another
+    `colorize train`); the lock file left behind afterwards neither blocks nor counts as a file."""
+    busy = f"`colorize train` is already running here (process {os.getpid()}: "
+    new = tmp_path / "new"
+    new.mkdir()
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    before = _contents(run)
+    for folder, args in ((new, (data, *TINY, "--epochs", "1", "--out", new)), (run, ("--resume", run, "--epochs", "3"))):
+        with exclusive_lock(folder, ".train.lock", "`colorize train`"):
+            assert cli("train", *args) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {folder}: {busy}") and err.endswith("wait for it to end, or use another folder\n")
+    assert [p.name for p in new.iterdir()] == [".train.lock"]
+    assert _contents(run) == before
+    assert cli("train", data, *TINY, "--epochs", "1", "--out", new) == 0
+    assert cli("train", "--resume", run, "--epochs", "3") == 0
+    assert [r["epoch"] for r in rows(run)] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nan"])
+def test_resume_refuses_a_corrupt_best_checkpoint(straight: Path, tmp_path: Path, capsys, damage: str) -> None:
+    """A damaged best.safetensors (cut short, or holding NaN weights) stops the resume (exit 1,
+    nothing changed); deleted, it is remade from the next epoch."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    best = run / "best.safetensors"
+    if damage == "truncated":
+        best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+        reason = "not a valid safetensors checkpoint ("
+    else:
+        tensors, mcfg, extra = load_checkpoint(best)
+        tensors["generator.out.conv.weight"][0, 0, 0, 0] = float("nan")
+        save_checkpoint(best, tensors, mcfg, extra)
+        reason = "checkpoint holds NaN or infinite weights (generator.out.conv.weight)"
+    before = _contents(run)
+    assert cli("train", "--resume", run, "--epochs", "3") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {best}: {reason}")
+    assert err.endswith(f"; delete {best} to have it remade from the next epoch, then --resume again\n")
+    assert _contents(run) == before
+    best.unlink()
+    assert cli("train", "--resume", run, "--epochs", "3") == 0
+    assert load_checkpoint(best)[2]["epoch"] == 3
+
+
+@pytest.mark.parametrize("text, reason", [
+    (b"\xff\xfe\x00garbage\x00", "not UTF-8 text"),
+    (b"when,what\n1,2\n", "no epoch column"),
+    (b"epoch,lr,d_loss,g_adv,g_l1,test_l1,test_psnr,test_ssim,gray_l1,gray_psnr,gray_ssim,seconds,images_per_s\n"
+     b"1,2e-4,0.5,0.5,0.3,0.2,13,0.5,0.2,13,0.5,1,80\none,2e-4,0.5,0.5,0.3,0.2,13,0.5,0.2,13,0.5,1,80\n",
+     "line 3: epoch 'one' is not a whole number"),
+    (b"epoch,lr,d_loss,g_adv,g_l1,test_l1,test_psnr,test_ssim,gray_l1,gray_psnr,gray_ssim,seconds,images_per_s\n"
+     b"1,2e-4,0.5\n", "line 2: g_adv None is not a number"),
+])
+def test_resume_with_a_garbage_metrics_table_is_a_one_line_error(straight: Path, tmp_path: Path, capsys,
+                                                                  text: bytes, reason: str) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    (run / "metrics.csv").write_bytes(text)
+    assert cli("train", "--resume", run, "--epochs", "3") == 1
+    assert capsys.readouterr().err == (f"error: {run / 'metrics.csv'}: not a metrics table of colorize train "
+                                       f"({reason}); delete it to go on without the past epochs' rows\n")
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"colour": "red"}, "config has unknown keys: ['colour']"),
+    ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+    ({"epochs": "ten"}, "epochs must be a whole number, not 'ten'"),
+])
+def test_a_bad_config_json_names_the_file(straight: Path, tmp_path: Path, capsys, change: dict, reason: str) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, **change}))
+    assert cli("train", "--resume", run) == 1
+    assert capsys.readouterr().err == f"error: {run / 'config.json'}: {reason}\n"
+
+
+# --- runs that go wrong ------------------------------------------------------------------
+
+
+def test_a_network_too_large_for_the_memory_is_refused_before_it_is_built(data: Path, tmp_path: Path,
+                                                                        monkeypatch, capsys) -> None:
+    assert cli("train", data, *TINY, "--width", "100000", "--out", tmp_path / "r") == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: training a width-100000 network at 32 px \(batch size 2, adam\) needs about "
+                        r"\d+\.\d GiB of memory; this machine has \d+\.\d GiB free\n", err), err
+    assert not (tmp_path / "r").exists()
+    # The original recipe's size fits in a few GiB: 33.0 M parameters x 16 bytes (weights,
+    # gradients, Adam's two moments) and about 1.4 GiB of activations (measured peak: 2.07 GiB).
+    need = training_memory(configure(str(data), str(tmp_path / "r"), None, None,
+                                     {"size": 256, "width": 64, "batch_size": 16}))
+    assert 1.8 * 2**30 < need < 2.1 * 2**30
+    monkeypatch.setattr(imageio, "available_memory", lambda: 3 * 2**30)
+    check_memory(configure(str(data), str(tmp_path / "r"), None, None, {"size": 256, "width": 64, "batch_size": 16}),
+                 torch.device("cpu"))
+
+
+def test_a_diverging_run_stops_without_saving_a_nan_model(data: Path, tmp_path: Path, capsys) -> None:
+    """--lr 1e30: D's first update already makes G's adversarial loss NaN in step 1."""
+    run = tmp_path / "r"
+    assert cli("train", data, *TINY, "--lr", "1e30", "--epochs", "2", "--checkpoint-every", "0", "--out", run) == 1
+    assert capsys.readouterr().err.endswith(
+        "error: training diverged in epoch 1 at step 1 (a loss became NaN or infinite); no checkpoint was saved: "
+        "start a new run with a smaller --lr than 1e+30\n")
+    assert sorted(p.name for p in run.iterdir()) == [".train.lock", "config.json"]
+
+
+def test_a_run_that_diverges_later_keeps_its_last_finite_checkpoints(data: Path, tmp_path: Path, monkeypatch) -> None:
+    """G's weights turned NaN after step 2 of epoch 2 (the 6th step): the losses of step 3 are
+    NaN; last.safetensors and best.safetensors keep epoch 1."""
+    real_step, calls = Nets.train_step, []
+
+    def poisoned(nets: Nets, gray: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
+        losses = real_step(nets, gray, color)
+        calls.append(1)
+        if len(calls) == 6:
+            with torch.no_grad():
+                next(nets.g.parameters()).fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(Nets, "train_step", poisoned)
+    run = tmp_path / "r"
+    cfg = configure(str(data), str(run), None, None, {"size": 32, "width": 8, "batch_size": 2, "epochs": 3,
+                                                      "threads": 1, "checkpoint_every": 0})
+    with pytest.raises(UserError) as e:
+        train(cfg)
+    assert str(e.value) == (f"training diverged in epoch 2 at step 3 (a loss became NaN or infinite); "
+                            f"{run / 'last.safetensors'} holds the last finite state (epoch 1): start a new run "
+                            "with a smaller --lr than 0.0002")
+    for name in ("last.safetensors", "best.safetensors"):
+        tensors, _, extra = load_checkpoint(run / name)
+        assert extra["epoch"] == 1 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    assert [r["epoch"] for r in rows(run)] == ["1"]
+
+
+# --- data and usage ----------------------------------------------------------------------
+
+
+def test_degenerate_photos_are_skipped_with_the_one_rule(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        photo(i).save(photos / f"p{i}.png")
+    rng = np.random.default_rng(0)
+    for w, h in ((1, 1), (5000, 1), (3, 300)):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(photos / f"strip{w}x{h}.png")
+    ds = load_data(photos, 32)
+    assert sorted((Path(p).name, why) for p, why in ds.skipped) == [
+        (f"strip{w}x{h}.png", f"{w}x{h} px is too small (both sides must be at least 16 px)")
+        for w, h in ((1, 1), (3, 300), (5000, 1))]
+    assert len(ds.train) + len(ds.test) == 5
+
+
+HINT = ("; get photos with `colorize crawl KEYWORD` (then `colorize prep` them), "
+        "or use any folder of your own color photos")
+
+
+def test_no_photos_says_where_photos_come_from(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert cli("train", tmp_path / "missing", "--out", tmp_path / "r") == 1
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'missing'}: no such folder (expected a prep output or "
+                                       f"a folder of photos){HINT}\n")
+    assert cli("train", tmp_path / "empty", "--out", tmp_path / "r") == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: no usable training images (photo folder){HINT}\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_without_data_is_a_usage_error(capsys) -> None:
+    assert cli("train") == 2
+    words = " ".join(capsys.readouterr().err.replace("│", " ").split())  # rich boxes and wraps usage errors
+    assert "Invalid value for 'DATA': give DATA (a prep output or a folder of photos), or --resume RUN" in words
+
+
+def test_counts_of_one_are_singular(tmp_path: Path, capsys) -> None:
+    root = make_prep(tmp_path / "d", 8, 1)
+    run = tmp_path / "r"
+    assert cli("train", root, *TINY, "--epochs", "1", "--out", run) == 0
+    assert f"{root} (prep output): 8 train, 1 test photo at 32 px" in capsys.readouterr().err
+    assert cli("train", "--resume", run) == 1
+    assert capsys.readouterr().err == f"error: {run} has finished its 1 epoch; give --epochs N (more than 1) to train on\n"

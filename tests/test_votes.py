@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,13 @@ def test_original_study(tmp_path, capsys):
     assert r["fleiss_kappa"] == pytest.approx(31 / 351, abs=1e-12)
     # Images 6 and 17 fooled 4 of 5; then the 3-of-5 ones in file order.
     assert r["most_fooling"] == ["6", "17", "4", "10", "12"]
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_escaped(tmp_path, capsys):
+    path = tmp_path / os.fsdecode(b"votes\xff.csv")
+    path.write_text(WIDE, encoding="utf-8")
+    code, out, err = cli(["evaluate", str(path), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["file"] == f"{tmp_path}/votes\\xff.csv"
+    code, out, err = cli(["evaluate", str(path)], capsys)
+    assert code == 0 and out.startswith(f"{tmp_path}/votes\\xff.csv (wide format)")
