@@ -52,9 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from colorize_cli.data import Pairs, load_data  # noqa: E402
+from colorize_cli.device import autocast_bf16  # noqa: E402
 from colorize_cli.infer import BUNDLED_MODEL, Colorizer  # noqa: E402
-from colorize_cli.model import (ModelConfig, UNet, UpConv, autocast_bf16, fold_batchnorm, for_inference,  # noqa: E402
-                                freeze_phases, init_weights, upsample_then_conv)
+from colorize_cli.model import (ModelConfig, UNet, UpConv, fold_batchnorm, for_inference, freeze_phases,  # noqa: E402
+                                init_weights, upsample_then_conv)
 from colorize_cli.train import Nets, TrainConfig, get_batch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -406,7 +407,8 @@ def data_ablation(size: int, batch: int, quick: bool) -> dict | None:
     """Decoded once and kept in memory (what train does) vs. decoding each batch's files every
     step (what a file-per-step loader does), on a prep output of the beach photos."""
     from colorize_cli.data import _read_pair
-    from colorize_cli.prep import PrepConfig, run_prep
+    from colorize_cli.pairs import PrepConfig
+    from colorize_cli.prep import run_prep
 
     if not BEACH.is_dir():
         return None

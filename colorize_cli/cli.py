@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from colorize_cli import __version__
+from colorize_cli.device import Device
 from colorize_cli.errors import UserError
 
 console = Console(stderr=True, highlight=False)
@@ -132,7 +133,7 @@ def evaluate(
                                                   "TARGET's by file name.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
                                                   "or a .safetensors checkpoint (default: the bundled model).")] = None,
-    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the model runs (A|B pairs).")] = "auto",
+    device: Annotated[Device, typer.Option("--device", help="Where the model runs (A|B pairs).")] = "auto",
     csv: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the per-image scores to this CSV file.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Let --csv replace an old file.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) to stdout.")] = False,
@@ -164,10 +165,12 @@ def prep(
 ) -> None:
     """Make a pix2pix "aligned" data set: each photo becomes one 2*size x size PNG, color (A)
     left and BT.601 grayscale (B) right, split exactly and stably into train and test."""
-    from colorize_cli.prep import PrepConfig, default_workers, run_prep, summary_table
+    from colorize_cli.files import usable_cpus
+    from colorize_cli.pairs import PrepConfig
+    from colorize_cli.prep import run_prep, summary_table
 
     cfg = PrepConfig(size=size, fit=fit, test_fraction=test_fraction, seed=seed,
-                     workers=workers or default_workers(), force=force, recursive=recursive)
+                     workers=workers or usable_cpus(), force=force, recursive=recursive)
     report = run_prep(src, dest, cfg, console)
     Console(highlight=False).print(summary_table(report, dest))
 
@@ -194,7 +197,7 @@ def train(
         "--gan-loss", help="lsgan: least squares (the original); vanilla: logistic \\[default: lsgan].")] = None,
     l1_weight: Annotated[Optional[float], typer.Option(
         "--l1-weight", min=0.0, help="Weight of L1 against the adversarial loss \\[default: 100].")] = None,
-    device: Annotated[Optional[Literal["auto", "cpu", "cuda", "mps"]], typer.Option(
+    device: Annotated[Optional[Device], typer.Option(
         "--device", help="Where to train \\[default: auto: cuda, else mps, else cpu].")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Initial weights, shuffling, flips, dropout \\[default: 0].")] = None,
     resume: Annotated[Optional[Path], typer.Option(
@@ -253,7 +256,7 @@ def infer(
                                                 "(finishes an interrupted run).")] = False,
     side: Annotated[bool, typer.Option("--side-by-side", help="Write gray | colorized (| original, for a color input) "
                                        "side by side.")] = False,
-    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the network runs.")] = "auto",
+    device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per network pass.")] = 8,
 ) -> None:
     """Colorize photos at their full resolution (color photos are grayed first). Exit code 0 when
@@ -275,7 +278,7 @@ def demo(
                                       "of its files, only those the demo wrote are replaced.")] = Path("demo"),
     size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size (default: the model's).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N sample photos.")] = None,
-    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the network runs.")] = "auto",
+    device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = "auto",
 ) -> None:
     """Colorize scikit-image's sample photos with the bundled model (offline): writes OUT/index.html,
     a contact sheet and the images, and prints PSNR, SSIM, CIEDE2000 and colorfulness next to gray."""

@@ -48,15 +48,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import (
-    GRAYSCALE_COLORFULNESS,
-    ImageError,
-    atomic_path,
-    exclusive_lock,
-    is_grayscale,
-    open_image,
-    write_bytes_atomic,
-)
+from colorize_cli.files import atomic_path, exclusive_lock, write_bytes_atomic
+from colorize_cli.imageio import GRAYSCALE_COLORFULNESS, ImageError, is_grayscale, open_image
 
 # Search endpoints (module constants so that tests can point them at a local server).
 BING_URL = "https://www.bing.com/images/async"
@@ -77,7 +70,7 @@ DRY_PAGES = 2  # consecutive result pages with no new URL: the engine has run dr
 PHASH_NEAR = 8
 
 MANIFEST = "manifest.csv"
-LOCK = ".crawl.lock"  # one crawl per folder at a time (imageio.exclusive_lock)
+LOCK = ".crawl.lock"  # one crawl per folder at a time (files.exclusive_lock)
 # Connection errors that mean this machine has no route at all, rather than a server that said no.
 NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
 PROBE_TIMEOUT = 5.0  # seconds to connect to another engine before calling the network down

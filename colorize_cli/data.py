@@ -12,12 +12,12 @@ decoded into a temporary file instead (memory-mapped; the operating system keeps
 its page cache), still decoded only once.
 
 - A prep output (DATA/train and DATA/test holding 2S x S "A|B" PNGs: color left, gray right)
-  is used as it is; pairs of another size than the one asked for are resized (both halves,
-  with prep's filter).
+  is used as it is (`pairs.read_pair`); pairs of another size than the one asked for are
+  resized (both halves, with prep's filter).
 - A plain folder of photos is turned into pairs the way `colorize prep` would with its
   defaults: duplicates (same bytes) and grayscale photos skipped, `--fit crop`, and the same
-  seeded train/test split (prep.assign_splits on the files' sha256, prep's default test
-  fraction and seed), so `prep` then `train` and `train` alone see the same split.
+  seeded train/test split (pairs.assign_splits on the files' sha256, PrepConfig's default
+  test fraction and seed), so `prep` then `train` and `train` alone see the same split.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ import torch
 from PIL import Image
 
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import (GRAYSCALE_COLORFULNESS, ImageError, is_grayscale, list_images, open_image,
-                                  sha256_or_reason)
-from colorize_cli.prep import RESAMPLE, SPLITS, PrepConfig, assign_splits, default_workers, make_pair
+from colorize_cli.files import available_memory, sha256_or_reason, usable_cpus
+from colorize_cli.imageio import GRAYSCALE_COLORFULNESS, ImageError, is_grayscale, list_images, open_image
+from colorize_cli.pairs import (RESAMPLE, SPLITS, PrepConfig, assign_splits, is_prep_output, make_pair, read_pair,
+                                split_pair)
 
 # Where training photos come from, for the errors that find none.
 PHOTOS_HINT = ("get photos with `colorize crawl KEYWORD` (then `colorize prep` them), "
@@ -72,30 +73,9 @@ class DataSet:
     on_disk: bool = False  # decoded into a memory-mapped temporary file (larger than half the free memory)
 
 
-def is_prep_output(root: Path) -> bool:
-    return (root / "train").is_dir()
-
-
-def native_size(root: str | os.PathLike) -> int:
-    """The size training uses when none is asked for: a prep output's own, else prep's default."""
-    root = Path(root)
-    if is_prep_output(root):
-        for split in SPLITS:
-            for path in list_images(root / split):
-                try:
-                    with Image.open(path) as img:
-                        return img.height
-                except OSError:
-                    continue
-    return PrepConfig().size
-
-
-def _halves(pair: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A|B pair -> (color (S, S, 3), gray (S, S)) uint8 arrays at `size`."""
-    h = pair.height
-    color = pair.crop((0, 0, h, h))
-    gray = pair.crop((h, 0, 2 * h, h)).convert("L")  # B's three equal channels -> exactly that value
-    if h != size:
+def _at_size(color: Image.Image, gray: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A pair's halves -> (color (S, S, 3), gray (S, S)) uint8 arrays at `size`."""
+    if color.height != size:
         color, gray = color.resize((size, size), RESAMPLE), gray.resize((size, size), RESAMPLE)
     return np.asarray(color), np.asarray(gray)
 
@@ -103,12 +83,10 @@ def _halves(pair: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
 def _read_pair(path: Path, size: int) -> tuple[np.ndarray, np.ndarray] | str:
     """The arrays of one prep pair, or the reason it cannot be used."""
     try:
-        pair = open_image(path)
+        color, gray = read_pair(path)
     except ImageError as e:
         return str(e).removeprefix(f"{path}: ")
-    if pair.width != 2 * pair.height:
-        return f"not an A|B pair ({pair.width}x{pair.height}; expected width = 2 x height)"
-    return _halves(pair, size)
+    return _at_size(color, gray, size)
 
 
 def _read_photo(path: Path, size: int, fit: str) -> tuple[np.ndarray, np.ndarray] | str:
@@ -119,15 +97,7 @@ def _read_photo(path: Path, size: int, fit: str) -> tuple[np.ndarray, np.ndarray
         return str(e).removeprefix(f"{path}: ")
     if is_grayscale(img):
         return f"grayscale (colorfulness below {GRAYSCALE_COLORFULNESS:g})"
-    return _halves(make_pair(img, size, fit), size)
-
-
-def free_memory() -> int | None:
-    """Bytes of RAM free now (Linux and most Unixes), or None where the system does not say."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
+    return _at_size(*split_pair(make_pair(img, size, fit), str(path)), size)
 
 
 class _Slots:
@@ -185,7 +155,7 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
         raise UserError(f"{root}: no such folder (expected a prep output or a folder of photos); {PHOTOS_HINT}") from None
     except OSError as e:  # a symlink loop, no permission
         raise UserError(f"{root}: cannot read ({e.strerror or e})") from None
-    workers = workers or default_workers()
+    workers = workers or usable_cpus()
     skipped: list[tuple[str, str]] = []
     with ThreadPoolExecutor(workers) as pool:
         if is_prep_output(root):
@@ -214,7 +184,7 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
             def read(path: Path) -> tuple[np.ndarray, np.ndarray] | str:
                 return _read_photo(path, size, prep.fit)
 
-        limit = memory if memory is not None else (free_memory() or 2**62) // 2
+        limit = memory if memory is not None else available_memory() // 2
         slots = _Slots(len(candidates), size, on_disk=len(candidates) * size * size * 4 > limit)
         kept: list[int] = []
         for slot, (path, result) in enumerate(zip(candidates, pool.map(read, candidates))):

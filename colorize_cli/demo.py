@@ -28,7 +28,8 @@ from skimage import data
 
 from colorize_cli import metrics
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import save_image, sha256_file, to_gray, write_bytes_atomic
+from colorize_cli.files import sha256_file, write_bytes_atomic
+from colorize_cli.imageio import save_image, to_gray
 
 # The colour photographs scikit-image bundles in its wheel (the others need a download).
 SAMPLES: tuple[tuple[str, Callable[[], np.ndarray]], ...] = (

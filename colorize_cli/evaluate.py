@@ -29,9 +29,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from colorize_cli import metrics, prep, votes
+from colorize_cli import metrics, votes
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import ImageError, atomic_path, list_images, open_image, path_text, to_gray
+from colorize_cli.files import atomic_path, path_text
+from colorize_cli.imageio import ImageError, list_images, open_image, to_gray
+from colorize_cli.pairs import RESAMPLE, fit_image, read_pair
 
 # (key in metrics.score, label, +1 higher is better / -1 lower is better / 0 neither)
 METRICS: tuple[tuple[str, str, int], ...] = (
@@ -88,7 +90,7 @@ class Evaluation:
 
     def to_json(self) -> dict:
         """Machine-readable summary; NaN and infinite values (PSNR of identical images) are null,
-        file names that are not UTF-8 have their odd bytes as \\xNN (`imageio.path_text`)."""
+        file names that are not UTF-8 have their odd bytes as \\xNN (`files.path_text`)."""
         return metrics.json_safe({
             "kind": self.kind,
             **{k: path_text(v) for k, v in self.source.items()},
@@ -160,8 +162,8 @@ def fit_to(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     if img.size == size:
         return img
     if size[0] == size[1]:
-        return prep.fit_image(img, size[0], "crop")
-    return ImageOps.fit(img, size, method=prep.RESAMPLE)
+        return fit_image(img, size[0], "crop")
+    return ImageOps.fit(img, size, method=RESAMPLE)
 
 
 def score_pair(name: str, pred: Image.Image, truth: Image.Image, gray: Image.Image | None = None) -> ImageScore:
@@ -234,14 +236,6 @@ def compare_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike) -
     return ev
 
 
-def split_pair(img: Image.Image, path: Path) -> tuple[Image.Image, Image.Image]:
-    """An A|B pair image (2*size x size) -> (colour A, gray B)."""
-    w, h = img.size
-    if w != 2 * h:
-        raise ImageError(f"{path}: {w}x{h} is not an A|B pair (expected width = 2 x height)")
-    return img.crop((0, 0, h, h)), to_gray(img.crop((h, 0, w, h)))
-
-
 def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None, device: str = "auto") -> Evaluation:
     """Colorize the gray half of every A|B pair in `data_dir` and score it against the colour half.
 
@@ -267,7 +261,7 @@ def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None,
 
     for path in _with_progress(paths, "colorizing"):
         try:
-            truth, gray = split_pair(open_image(path), path)
+            truth, gray = read_pair(path)
         except ImageError as e:  # too small pairs too: open_image applies imageio.check_dimensions
             ev.skipped.append((path.stem, str(e)))
             continue

@@ -7,7 +7,7 @@ working size (the model's training size unless `--size` says otherwise), then mi
 which is what the network saw in training; reflection continues edges and textures so the
 border colours are not pulled toward an artificial frame. The predicted chroma of the
 unpadded region is then scaled up to the photo's full size and joined with the photo's own
-full-resolution gray (`model.decode_output`, `model.to_uint8_exact`), so all the detail in
+full-resolution gray (`color.decode_output`, `color.to_uint8_exact`), so all the detail in
 the result is the photo's own and its Pillow "L" equals the input's gray exactly.
 
 Photos whose working copies pad to the same shape run through the network together, so a
@@ -31,22 +31,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from colorize_cli.checkpoint import load_generator
+from colorize_cli.color import decode_output, encode_input, to_uint8_exact
+from colorize_cli.device import autocast_bf16, pick_device
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import (
-    IMAGE_SUFFIXES,
-    ImageError,
-    WriteError,
-    check_dimensions,
-    ensure_memory,
-    is_grayscale,
-    list_images,
-    open_image,
-    save_image,
-    to_gray,
-    write_error,
-)
-from colorize_cli.model import (ModelConfig, UNet, autocast_bf16, decode_output, encode_input, for_inference,
-                                load_generator, pick_device, to_uint8_exact)
+from colorize_cli.files import WriteError, ensure_memory, write_error
+from colorize_cli.imageio import (IMAGE_SUFFIXES, ImageError, check_dimensions, is_grayscale, list_images, open_image,
+                                  save_image, to_gray)
+from colorize_cli.model import ModelConfig, UNet, for_inference
 
 BUNDLED_MODEL = Path(__file__).parent / "weights" / "beach.safetensors"
 RUN_CHECKPOINT = "best.safetensors"  # what `colorize train` keeps as a run's best generator
@@ -406,7 +398,7 @@ def _colorize_jobs(colorizer: Colorizer, jobs: list[Job], with_original: bool, s
     At most one partial batch per canvas shape is held in memory. An unreadable photo, a
     network output that is not finite, and an output that cannot be written (a folder in its
     place, a bad name) are skipped with the reason; a full disk or a read-only file system
-    stops the run (imageio.WriteError), as it would fail the same way for every later photo."""
+    stops the run (files.WriteError), as it would fail the same way for every later photo."""
     progress = Progress(TextColumn("colorizing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True, disable=not console.is_terminal)
     task = progress.add_task("colorizing", total=len(jobs))

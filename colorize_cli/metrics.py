@@ -1,22 +1,33 @@
-"""Numerical error between a colorized photo and the real one.
+"""Numerical error between a colorized photo and the real one, and how colourful a photo is.
 
 All functions take float RGB arrays in [0, 1] of shape (H, W, 3); PSNR, SSIM and CIEDE2000
 come from scikit-image with the data range and channel axis stated explicitly. `batch_scores`
 computes L1, PSNR and SSIM the same way for a whole batch of tensors on their own device, so
 training can score its test split every epoch without a round trip through NumPy.
+
+`imageio.is_grayscale` (so prep and crawl) uses `colorfulness`: torch and scikit-image are
+imported inside the functions that need them, so those commands start without loading them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from skimage.color import deltaE_ciede2000, rgb2lab
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from colorize_cli.imageio import colorfulness
+if TYPE_CHECKING:
+    import torch
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Hasler and Suesstrunk (2003) colorfulness of an RGB array, on the 0-255 scale."""
+    a = rgb.astype(np.float64)
+    if a.max() <= 1.0 and rgb.dtype != np.uint8:
+        a = a * 255.0
+    rg = a[..., 0] - a[..., 1]
+    yb = 0.5 * (a[..., 0] + a[..., 1]) - a[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
 def mae(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -29,6 +40,8 @@ def mse(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
     """In dB; identical images give +inf."""
+    from skimage.metrics import peak_signal_noise_ratio
+
     if np.array_equal(pred, truth):
         return float("inf")
     return float(peak_signal_noise_ratio(truth, pred, data_range=1.0))
@@ -36,6 +49,8 @@ def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def ssim(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean SSIM over the RGB channels, 7x7 window (smaller for tiny images, NaN below 3 px)."""
+    from skimage.metrics import structural_similarity
+
     win = _ssim_window(*truth.shape[:2])
     if win < 3:
         return float("nan")
@@ -54,6 +69,9 @@ def batch_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     SSIM is scikit-image's default form: a uniform window, sample covariances, K1 0.01, K2 0.03,
     and the mean over pixels whose window lies inside the image, which are exactly the outputs
     of an unpadded sliding mean, so no border rule is needed."""
+    import torch
+    import torch.nn.functional as F
+
     x, y = pred.double(), truth.double()
     diff = x - y
     l1 = diff.abs().flatten(1).mean(1)
@@ -79,6 +97,8 @@ def batch_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
 
 def ciede2000(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean CIEDE2000 colour difference in CIELAB (D65); about 2.3 is a just-noticeable difference."""
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
     return float(deltaE_ciede2000(rgb2lab(truth), rgb2lab(pred)).mean())
 
 

@@ -1,6 +1,6 @@
-"""Everything that builds, loads or runs a network: the pix2pix U-Net generator, the PatchGAN
-discriminator, the colour encoding between photos and tensors, BatchNorm folding, and
-safetensors checkpoints. train, infer and evaluate all go through this one file.
+"""The networks and their configuration: the pix2pix U-Net generator, the PatchGAN
+discriminator, their DCGAN init, BatchNorm folding and the inference-ready form.
+(Colour encoding: `color`; checkpoints: `checkpoint`; devices: `device`.)
 
 Conventions (the lecture notes behind the original project):
 - Every convolution is followed by BatchNorm *before* its activation (Ioffe and Szegedy place
@@ -10,14 +10,6 @@ Conventions (the lecture notes behind the original project):
 - At inference BN uses its running statistics, which makes it an affine map per channel;
   `fold_batchnorm` merges it into the preceding convolution so it costs nothing.
 - Init as in DCGAN/pix2pix: conv weights N(0, 0.02), BN weights N(1, 0.02), all biases 0.
-
-Colour spaces (both scaled so every network input and output lies in [-1, 1]):
-- "lab" (default): input L*/50 - 1 (L* in [0, 100]); output a*/110, b*/110 through tanh
-  (sRGB's a*, b* lie within about [-86, 98] and [-108, 95]). The photo's own luminance is
-  kept; the network only supplies colour.
-- "rgb" (the original project): input gray/127.5 - 1, output R, G, B likewise.
-Either way `compose` finishes with `lock_luma`, so the 8-bit output's BT.601 luma (Pillow's
-mode "L") equals the gray input exactly.
 """
 
 from __future__ import annotations
@@ -25,25 +17,16 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
-import json
 import math
-import os
-import re
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Literal
+from typing import get_args
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from colorize_cli.color import Space
 from colorize_cli.errors import UserError
-
-Space = Literal["lab", "rgb"]
-DEVICES = ("auto", "cpu", "cuda", "mps")
-AB_SCALE = 110.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +42,7 @@ class ModelConfig:
     d_layers: int = 4  # stride-2 layers in the PatchGAN: a 16x16 score map at 256 px
 
     def __post_init__(self) -> None:
-        if self.space not in ("lab", "rgb"):
+        if self.space not in get_args(Space):
             raise UserError(f"colour space must be 'lab' or 'rgb', not {self.space!r}")
         if self.width < 1 or self.d_layers < 1:
             raise UserError("width and d_layers must be positive")
@@ -336,221 +319,3 @@ def for_inference(net: nn.Module) -> nn.Module:
     """An eval-mode copy that runs fastest: BatchNorm folded into the convolutions
     (`fold_batchnorm`) and the decoder's phase kernels computed once (`freeze_phases`)."""
     return freeze_phases(fold_batchnorm(net))
-
-
-def autocast_bf16(enabled: bool) -> torch.autocast | nullcontext:
-    """bf16 autocast on CUDA where `enabled` (the GPU fast path), else no change."""
-    return torch.autocast("cuda", torch.bfloat16) if enabled else nullcontext()
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU; an unavailable choice is an error.
-    Under torchrun each process takes the GPU of its local rank."""
-    if name not in DEVICES:
-        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if name == "cuda" and not cuda:
-        raise UserError("--device cuda: torch sees no CUDA GPU here (use --device cpu or auto)")
-    if name == "mps" and not mps:
-        raise UserError("--device mps: Apple's MPS backend is not available here (use --device cpu or auto)")
-    return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}" if name == "cuda" else name)
-
-
-# --- colour encoding -------------------------------------------------------------------
-# sRGB <-> CIELAB (D65), in torch so that training on a GPU never leaves the device.
-
-# Kept in float64 and inverted there: cast to the data's dtype only at use, so a float64
-# round trip is exact to float64 rounding and a float32 one to float32's.
-_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
-                         [0.212671, 0.715160, 0.072169],
-                         [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
-_XYZ2RGB = torch.linalg.inv(_RGB2XYZ)
-_WHITE = _RGB2XYZ.sum(1)  # D65 as the matrix's row sums, so a neutral gray has a* = b* = 0
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
-
-
-def _to_linear(c: torch.Tensor) -> torch.Tensor:
-    return torch.where(c > 0.04045, ((c + 0.055) / 1.055).clamp_min(0) ** 2.4, c / 12.92)
-
-
-def _to_srgb(c: torch.Tensor) -> torch.Tensor:
-    return torch.where(c > 0.0031308, 1.055 * c.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * c)
-
-
-def _lab_f(t: torch.Tensor) -> torch.Tensor:
-    """CIELAB's companding of XYZ relative to white (cube root, linear near black)."""
-    return torch.where(t > 0.008856, t.clamp_min(1e-12) ** (1 / 3), 7.787 * t + 16 / 116)
-
-
-def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) sRGB in [0, 1] -> L* in [0, 100], a*, b*.
-
-    Same formulas and matrix as scikit-image's rgb2lab; the white point is the matrix's row
-    sums (scikit-image rounds it to 0.95047, 1, 1.08883), so a neutral gray has a* = b* = 0
-    exactly; the two differ by less than 0.01 in L*, a*, b*.
-    """
-    m, white = _RGB2XYZ.to(rgb), _WHITE.to(rgb)
-    xyz = torch.einsum("ij,njhw->nihw", m, _to_linear(rgb)) / white.reshape(1, 3, 1, 1)
-    fx, fy, fz = _lab_f(xyz).unbind(1)
-    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
-
-
-def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """Inverse of rgb_to_lab; out-of-gamut colours come back outside [0, 1] (not clipped)."""
-    L, a, b = lab.unbind(1)
-    fy = (L + 16) / 116
-    f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=1)
-    xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / 7.787) * _WHITE.to(lab).reshape(1, 3, 1, 1)
-    return _to_srgb(torch.einsum("ij,njhw->nihw", _XYZ2RGB.to(lab), xyz))
-
-
-def gray_to_lightness(gray: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W) gray in [0, 1] -> L* of the neutral colour (g, g, g)."""
-    return 116 * _lab_f(_to_linear(gray)) - 16  # Y of (g, g, g) is its linear value
-
-
-def encode_input(gray: torch.Tensor, space: Space) -> torch.Tensor:
-    """Network input in [-1, 1] from gray in [0, 1], shape (N, 1, H, W)."""
-    return gray_to_lightness(gray) / 50 - 1 if space == "lab" else gray * 2 - 1
-
-
-def encode_target(rgb: torch.Tensor, space: Space) -> torch.Tensor:
-    """What the generator should output for a real colour photo (N, 3, H, W) in [0, 1]."""
-    return rgb_to_lab(rgb)[:, 1:] / AB_SCALE if space == "lab" else rgb * 2 - 1
-
-
-def decode_output(gray: torch.Tensor, out: torch.Tensor, space: Space) -> torch.Tensor:
-    """Generator output (any resolution) + gray (N, 1, H, W) -> RGB in [0, 1], luma = gray.
-
-    The predicted colour is resized to the gray image's size, so a network run at a small
-    working size still yields a full-resolution photo: its detail comes from the gray image.
-    """
-    if out.shape[-2:] != gray.shape[-2:]:
-        out = F.interpolate(out, size=gray.shape[-2:], mode="bilinear", align_corners=False)
-    if space == "lab":
-        rgb = lab_to_rgb(torch.cat([gray_to_lightness(gray), out * AB_SCALE], dim=1))
-    else:
-        rgb = (out + 1) / 2
-    return lock_luma(rgb, gray)
-
-
-def lock_luma(rgb: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
-    """Give `rgb` exactly the BT.601 luma `gray`, keeping its colour where the gamut allows.
-
-    Adding the same amount to R, G and B moves luma by that amount (the weights sum to 1);
-    then, where a channel leaves [0, 1], the colour is pulled toward the neutral (g, g, g)
-    just enough to fit, which leaves luma unchanged.
-    """
-    w = torch.tensor(_LUMA).to(rgb).reshape(1, 3, 1, 1)
-    chroma = rgb - (rgb * w).sum(1, keepdim=True)  # the colour's offset from its own luma, then from gray
-    # Largest t in [0, 1] with gray + t * chroma inside [0, 1] for every channel: the channel
-    # furthest above gray meets 1 at (1 - gray) / max, the one furthest below meets 0 at gray / -min.
-    up = chroma.amax(1, keepdim=True).clamp_min_(1e-12)
-    down = chroma.amin(1, keepdim=True).neg_().clamp_min_(1e-12)
-    t = torch.minimum((1 - gray) / up, gray / down).clamp_(0, 1)
-    return chroma.mul_(t).add_(gray).clamp_(0, 1)
-
-
-def to_uint8_exact(rgb: np.ndarray, gray: np.ndarray) -> np.ndarray:
-    """Quantize (H, W, 3) float RGB in [0, 1] to uint8 whose Pillow "L" equals `gray` (uint8).
-
-    Pillow computes L = (19595 R + 38470 G + 7471 B + 32768) >> 16; the three weights sum to
-    65536, so adding d to all three channels moves L by exactly d. Pixels that still miss
-    (a channel pinned at 0 or 255) fall back to the neutral (g, g, g), which is always exact.
-    """
-    out = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.int32)
-    g = gray.astype(np.int32)
-    for _ in range(2):
-        luma = (19595 * out[..., 0] + 38470 * out[..., 1] + 7471 * out[..., 2] + 32768) >> 16
-        out = np.clip(out + (g - luma)[..., None], 0, 255)
-    luma = (19595 * out[..., 0] + 38470 * out[..., 1] + 7471 * out[..., 2] + 32768) >> 16
-    miss = luma != g
-    out[miss] = g[miss][:, None]
-    return out.astype(np.uint8)
-
-
-# --- checkpoints: safetensors + JSON, never pickle ----------------------------------------
-
-
-def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], cfg: ModelConfig,
-                    extra: dict | None = None) -> None:
-    """Write tensors atomically as safetensors; the model config (and `extra`, JSON-able)
-    travel in the file's metadata so a lone .safetensors file can always be rebuilt."""
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
-    from colorize_cli.imageio import atomic_path
-
-    meta = {"format": "colorize", "config": json.dumps(cfg.to_dict())}
-    if extra is not None:
-        meta["extra"] = json.dumps(extra)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        try:
-            save_file(tensors, str(tmp), metadata=meta)
-        except SafetensorError as e:
-            # The Rust writer reports a failed write (a full disk: "os error 28") as its own
-            # error; as an OSError it becomes atomic_path's one-line "cannot write" message.
-            code = re.search(r"os error (\d+)", str(e))
-            if code is None:
-                raise
-            raise OSError(int(code[1]), os.strerror(int(code[1])), str(tmp)) from None
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelConfig, dict]:
-    """Read a safetensors checkpoint: (tensors, model config, extra). Anything else, pickles
-    included, is refused with a clear error and never executed."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as f:
-        head = f.read(9)
-    # safetensors: an 8-byte little-endian header length, then the JSON header. That length may
-    # well start with byte 0x80 (1 file in 256), so only a file without the "{" is a pickle.
-    if head[8:9] != b"{" and (head[:1] == b"\x80" or head[:2] == b"PK"):
-        raise UserError(f"{path}: is a pickle/torch.save file; only safetensors checkpoints are loaded (nothing in it was run)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not a valid safetensors checkpoint ({e})") from None
-    if "config" not in meta:
-        raise UserError(f"{path}: safetensors file without a colorize model config")
-    try:
-        cfg = ModelConfig.from_dict(json.loads(meta["config"]))
-        extra = json.loads(meta.get("extra", "{}"))
-    except (json.JSONDecodeError, TypeError) as e:
-        raise UserError(f"{path}: unreadable model config ({e})") from None
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
-    # A run that diverged, or a damaged file, would otherwise colorize everything gray.
-    broken = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
-    if broken:
-        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
-        raise UserError(f"{path}: checkpoint holds NaN or infinite weights ({broken[0]}{more})")
-    return tensors, cfg, extra
-
-
-def load_state(net: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, source: str | os.PathLike) -> None:
-    """Load `prefix.*` tensors into `net`; a mismatch is a clear error, not a shape traceback."""
-    state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    bad = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
-    if missing or bad:
-        what = f"missing {missing[:3]}" if missing else f"shape of {bad[0]} is {tuple(state[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}"
-        raise UserError(f"{source}: checkpoint does not match the network its config describes ({what})")
-    net.load_state_dict({k: state[k].to(own[k].dtype) for k in own})
-
-
-def load_generator(path: str | os.PathLike) -> tuple[UNet, ModelConfig]:
-    """The eval-mode generator from a checkpoint file (weights under `generator.`)."""
-    tensors, cfg, _ = load_checkpoint(path)
-    g = UNet(cfg)
-    load_state(g, tensors, "generator", path)
-    return g.eval(), cfg

@@ -1,10 +1,9 @@
-"""`colorize prep`: a folder of color photos -> a pix2pix "aligned" A|B data set.
+"""`colorize prep`: a folder of color photos -> a pix2pix "aligned" A|B data set (`pairs`).
 
-Each kept photo becomes one PNG, 2*size wide and size high: the color photo on the left (A)
-and its BT.601 grayscale on the right (B, three equal channels), in DEST/train or DEST/test.
+Each kept photo becomes one pair PNG (`pairs.make_pair`) in DEST/train or DEST/test.
 DEST/prep.csv records every source and what happened to it; it is also the memory that
 makes re-runs cheap (finished photos are not decoded again) and the split stable (a photo
-never changes sides once assigned).
+never changes sides once assigned, `pairs.assign_splits`).
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ import shutil
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
-from fractions import Fraction
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
@@ -29,116 +27,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from colorize_cli.errors import UserError
+from colorize_cli.files import atomic_path, ensure_memory, path_text, sha256_or_reason, write_error
 from colorize_cli.imageio import (
     GRAYSCALE_COLORFULNESS,
     IMAGE_SUFFIXES,
     ImageError,
-    atomic_path,
-    ensure_memory,
     is_grayscale,
     list_images,
     open_image,
-    path_text,
     save_image,
-    sha256_or_reason,
-    to_gray,
-    write_error,
 )
-
-FITS = ("crop", "pad", "stretch")
-SPLITS = ("train", "test")
-
-# Letterbox fill for --fit pad. Black: its gray is black too, so A and B agree in the bars and
-# the model learns nothing from them but "black stays black"; any other color would teach a
-# made-up tint.
-PAD_FILL = (0, 0, 0)
-
-# Downscaling (and the rare upscaling of a small photo) uses Lanczos: the sharpest of
-# Pillow's filters without visible ringing at these factors.
-RESAMPLE = Image.Resampling.LANCZOS
-
-
-def fit_image(img: Image.Image, size: int, fit: str) -> Image.Image:
-    """Make an RGB size x size image from a photo of any shape.
-
-    crop: the centered square of side min(w, h), resized (nothing is distorted; the edges of
-    the long side are lost). pad: the whole photo scaled so its long side is `size`, centered
-    on PAD_FILL bars. stretch: resized to a square regardless of shape (the original project's
-    behaviour: keeps everything but distorts shapes).
-    """
-    if size < 1:
-        raise UserError(f"size must be at least 1, got {size}")
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
-    w, h = rgb.size
-    if fit == "crop":
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        # Cropped first so the filter sees only the square (a resize `box` would blend in
-        # pixels from just outside it at the edges).
-        return rgb.crop((left, top, left + side, top + side)).resize((size, size), RESAMPLE)
-    if fit == "pad":
-        scale = size / max(w, h)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        canvas = Image.new("RGB", (size, size), PAD_FILL)
-        canvas.paste(rgb.resize((nw, nh), RESAMPLE), ((size - nw) // 2, (size - nh) // 2))
-        return canvas
-    if fit == "stretch":
-        return rgb.resize((size, size), RESAMPLE)
-    raise UserError(f"unknown fit {fit!r}: choose one of {', '.join(FITS)}")
-
-
-def make_pair(img: Image.Image, size: int, fit: str) -> Image.Image:
-    """The pix2pix aligned pair: fitted color photo (A) left, its grayscale (B) right."""
-    a = fit_image(img, size, fit)
-    pair = Image.new("RGB", (2 * size, size))
-    pair.paste(a, (0, 0))
-    pair.paste(to_gray(a).convert("RGB"), (size, 0))
-    return pair
-
-
-def n_test_for(n: int, test_fraction: float) -> int:
-    """round(n * fraction), computed on the decimal fraction the user typed, halves rounding up."""
-    exact = Fraction(str(test_fraction)) * n
-    return math.floor(exact + Fraction(1, 2))
-
-
-def _order(key: str, seed: int) -> str:
-    """A seeded pseudo-random rank for a key that does not depend on which other keys exist."""
-    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
-
-
-def assign_splits(
-    keys: list[str], test_fraction: float, seed: int, existing: dict[str, str] | None = None
-) -> dict[str, str]:
-    """Map every key to "train" or "test".
-
-    Keys already in `existing` keep their side. The new keys are ranked by sha256(seed:key)
-    and the first t of them go to test, where t brings the test total as close as possible to
-    round(n * test_fraction) for n = all distinct keys (clamped to 0..number of new keys). On a
-    fresh start that is exactly round(n * fraction) test photos; adding photos later never
-    moves an old one. The result depends only on the set of keys, not their order.
-    """
-    if not 0.0 <= test_fraction <= 1.0:
-        raise UserError(f"test fraction must be between 0 and 1, got {test_fraction}")
-    existing = existing or {}
-    unique = list(dict.fromkeys(keys))
-    result: dict[str, str] = {}
-    new: list[str] = []
-    for key in unique:
-        side = existing.get(key)
-        if side is None:
-            new.append(key)
-        elif side in SPLITS:
-            result[key] = side
-        else:
-            raise ValueError(f"split for {key!r} must be train or test, got {side!r}")
-    have_test = sum(1 for side in result.values() if side == "test")
-    want_test = min(max(n_test_for(len(unique), test_fraction) - have_test, 0), len(new))
-    ranked = sorted(new, key=lambda k: _order(k, seed))
-    for i, key in enumerate(ranked):
-        result[key] = "test" if i < want_test else "train"
-    return result
-
+from colorize_cli.pairs import FITS, SPLITS, PrepConfig, assign_splits, make_pair
 
 # PNG zlib level for the pairs. Measured on the shared beach photos at 256 px: level 1 writes
 # 3.3x faster than Pillow's default 6 for files 7.5% larger, and writing PNGs is most of
@@ -157,25 +56,6 @@ MAX_STEM = 100
 # pair's raw size for noisy photos). Measured: 17 bytes at --size 2048 and 4096 on a smooth
 # photo, whose PNG is small; 24 leaves room for the noisy ones.
 PAIR_BYTES_PER_PIXEL = 24
-
-
-def default_workers() -> int:
-    """Every CPU this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class PrepConfig:
-    size: int = 256
-    fit: str = "crop"
-    test_fraction: float = 0.2
-    seed: int = 0
-    workers: int = field(default_factory=default_workers)
-    force: bool = False
-    recursive: bool = False
 
 
 @dataclass

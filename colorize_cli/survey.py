@@ -46,18 +46,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from colorize_cli.color import lab_to_rgb, lock_luma, rgb_to_lab, to_uint8_exact
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import (
-    ImageError,
-    exclusive_lock,
-    list_images,
-    open_image,
-    path_text,
-    save_image,
-    write_error,
-)
+from colorize_cli.files import exclusive_lock, path_text, write_error
+from colorize_cli.imageio import ImageError, list_images, save_image
 from colorize_cli.infer import Colorizer
-from colorize_cli.model import lab_to_rgb, lock_luma, rgb_to_lab, to_uint8_exact
+from colorize_cli.pairs import read_pair
 
 HEADER = ("image", "rater", "choice", "real_side", "response_ms")
 VOTES_CSV = "votes.csv"
@@ -119,16 +113,6 @@ class BuildReport:
 # --- building a study ---------------------------------------------------------------------
 
 
-def split_pair(path: Path) -> Photo:
-    """A prep pair image (colour A left, gray B right, 2*size x size) -> Photo. Its name is kept
-    as path_text, the form every file the study writes (study.json, key.js, votes.csv) can hold."""
-    img = open_image(path)  # refuses images under MIN_SIDE px, so each half is big enough too
-    w, h = img.size
-    if w != 2 * h:
-        raise ImageError(f"{path}: not an A|B pair (width {w} is not twice the height {h})")
-    return Photo(path_text(path.name), img.crop((0, 0, h, h)), img.crop((h, 0, w, h)).convert("L"))
-
-
 def hue_flip(real: Image.Image) -> Image.Image:
     """The real photo with every hue turned 180 degrees (a*, b* negated in CIELAB) and its luma
     kept exactly: blue sky turns orange, green turns magenta. An attentive rater never takes
@@ -158,10 +142,14 @@ def _pick_photos(data: Path, count: int, rng: random.Random, warn: Callable[[str
         if len(photos) == count:
             break
         try:
-            photos.append(split_pair(p))
+            real, gray = read_pair(p)
         except ImageError as e:
             skipped.append(str(e))
             warn(f"skipped {e}")
+            continue
+        # The name as path_text, the form every file the study writes (study.json, key.js,
+        # votes.csv) can hold.
+        photos.append(Photo(path_text(p.name), real, gray))
     if len(photos) < count:
         raise UserError(f"{data}: only {len(photos)} usable A|B pairs, the study needs {count} "
                         "(--n plus --practice plus --vigilance)")

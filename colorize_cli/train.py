@@ -50,11 +50,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from colorize_cli import metrics
-from colorize_cli.data import Pairs, load_data, native_size
+from colorize_cli.checkpoint import load_checkpoint, load_state, save_checkpoint
+from colorize_cli.color import decode_output, encode_input, encode_target, to_uint8_exact
+from colorize_cli.data import Pairs, load_data
+from colorize_cli.device import Device, autocast_bf16, pick_device
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import atomic_path, ensure_memory, exclusive_lock, save_image, write_error
-from colorize_cli.model import (ModelConfig, PatchGAN, UNet, autocast_bf16, build, decode_output, encode_input, encode_target,
-                                load_checkpoint, load_state, pick_device, save_checkpoint, to_uint8_exact)
+from colorize_cli.files import atomic_path, ensure_memory, exclusive_lock, usable_cpus, write_error
+from colorize_cli.imageio import save_image
+from colorize_cli.model import ModelConfig, PatchGAN, UNet, build
+from colorize_cli.pairs import native_size
 
 console = Console(stderr=True, highlight=False)
 
@@ -95,7 +99,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many epochs without a better test L1; 0: never
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     preset: str | None = None
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: Device = "auto"
     threads: int = 0  # CPU threads per process; 0: the CPUs this process may use / processes per machine
     compile: bool = False  # torch.compile the networks
     checkpoint_every: float = 30.0  # seconds between checkpoint writes (always at the end); 0: every epoch
@@ -280,11 +284,7 @@ def start_processes(cfg: TrainConfig) -> tuple[Dist, torch.device]:
 def cpu_threads(cfg: TrainConfig, d: Dist) -> int:
     if cfg.threads:
         return cfg.threads
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // d.local_world)
+    return max(1, usable_cpus() // d.local_world)
 
 
 def _parameters(mcfg: ModelConfig) -> int:

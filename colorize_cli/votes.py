@@ -33,7 +33,7 @@ from scipy.stats import binomtest
 
 from colorize_cli import metrics
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import path_text
+from colorize_cli.files import path_text
 
 VOTE_MEANING = "1 = the colorized photo was taken for the real one, 0 = the real photo was picked, blank = no vote"
 LONG_COLUMNS = ("image", "rater", "choice")

@@ -14,7 +14,7 @@ colorize train "$work/data" --size 256 --width 16 --epochs "$epochs" --batch-siz
 # Keep only the generator of the best epoch (the file also holds D and optimizer state).
 python - "$work/run/best.safetensors" colorize_cli/weights/beach.safetensors <<'PY'
 import sys
-from colorize_cli.model import load_checkpoint, save_checkpoint
+from colorize_cli.checkpoint import load_checkpoint, save_checkpoint
 tensors, cfg, extra = load_checkpoint(sys.argv[1])
 gen = {k: v for k, v in tensors.items() if k.startswith("generator.")}
 save_checkpoint(sys.argv[2], gen, cfg, {"epoch": extra["epoch"], "train_config": extra["train_config"]})

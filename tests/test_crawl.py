@@ -24,7 +24,8 @@ from typer.main import get_command
 from colorize_cli import crawl
 from colorize_cli.cli import app, main
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import exclusive_lock, open_image
+from colorize_cli.files import exclusive_lock
+from colorize_cli.imageio import open_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beach-photos"
 FAST = ["--min-size", "64", "--timeout", "3", "--max-bytes", "64K"]

@@ -16,8 +16,8 @@ import torch.multiprocessing as mp
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from colorize_cli.model import load_checkpoint
-from colorize_cli.prep import make_pair
+from colorize_cli.checkpoint import load_checkpoint
+from colorize_cli.pairs import make_pair
 from colorize_cli.train import configure, train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")

@@ -16,8 +16,9 @@ from PIL import Image
 from clirun import run_cli
 from colorize_cli.imageio import to_gray
 from colorize_cli.metrics import score
-from colorize_cli.model import ModelConfig, build, save_checkpoint
-from colorize_cli.prep import fit_image
+from colorize_cli.checkpoint import save_checkpoint
+from colorize_cli.model import ModelConfig, build
+from colorize_cli.pairs import fit_image
 
 BEACH = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "beach-photos"
 
@@ -275,7 +276,7 @@ def test_model_on_pairs(tmp_path, tiny_model, capsys):
     r = json.loads(out)
     assert (r["kind"], r["images"], r["data"], r["checkpoint"]) == ("model", 3, str(test), str(tiny_model))
     reasons = {s["image"]: s["reason"] for s in r["skipped"]}
-    assert reasons["single"] == f"{test / 'single.png'}: 40x32 is not an A|B pair (expected width = 2 x height)"
+    assert reasons["single"] == f"{test / 'single.png'}: not an A|B pair (40x32; expected width = 2 x height)"
     assert "too small" in reasons["small"]
     # The model row is exactly what the Python API gives for the gray half, scored against A.
     colorizer = Colorizer.load(tiny_model, device="cpu")

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorize_cli import imageio
+from colorize_cli import files
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import (MIN_SIDE, ImageError, atomic_path, ensure_memory, exclusive_lock, open_image,
-                                  path_text, write_bytes_atomic)
+from colorize_cli.files import atomic_path, ensure_memory, exclusive_lock, path_text, write_bytes_atomic
+from colorize_cli.imageio import MIN_SIDE, ImageError, open_image
 
 
 def test_a_float_tiff_in_0_to_1_keeps_its_values(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_a_held_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path)
 
 
 def test_work_larger_than_free_memory_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imageio, "available_memory", lambda: 3 * 2**30)
+    monkeypatch.setattr(files, "available_memory", lambda: 3 * 2**30)
     ensure_memory(2 * 2**30, "a small job")
     with pytest.raises(UserError) as e:
         ensure_memory(40.5 * 2**30, "training at width 100000")
@@ -121,4 +121,4 @@ def test_work_larger_than_free_memory_is_refused_before_allocating(monkeypatch: 
 
 
 def test_available_memory_is_a_plausible_amount() -> None:
-    assert 2**24 < imageio.available_memory() < 2**50
+    assert 2**24 < files.available_memory() < 2**50

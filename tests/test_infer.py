@@ -15,11 +15,12 @@ import torch
 from PIL import Image, ImageOps
 
 from clirun import run_cli
-from colorize_cli import imageio
+from colorize_cli import files
 from colorize_cli.errors import UserError
 from colorize_cli.imageio import MIN_SIDE
 from colorize_cli.infer import Colorizer, Geometry, InferOptions
-from colorize_cli.model import ModelConfig, build, save_checkpoint
+from colorize_cli.checkpoint import save_checkpoint
+from colorize_cli.model import ModelConfig, build
 
 CFG = ModelConfig(size=32, width=8)  # depth 4: canvases are multiples of 16 px
 
@@ -105,7 +106,7 @@ def test_batches_give_the_same_result_as_one_by_one(tiny: Colorizer) -> None:
 
 
 def test_float16_checkpoint_loads_as_float32(run_dir: Path, tmp_path: Path) -> None:
-    from colorize_cli.model import load_checkpoint
+    from colorize_cli.checkpoint import load_checkpoint
 
     tensors, cfg, extra = load_checkpoint(run_dir / "best.safetensors")
     half = tmp_path / "half.safetensors"
@@ -300,7 +301,7 @@ def test_output_folder_inside_input_is_not_read_back(capsys: pytest.CaptureFixtu
 
 def test_checkpoint_whose_header_length_starts_with_0x80_loads(run_dir: Path, tmp_path: Path) -> None:
     """safetensors begins with its header's length; byte 0x80 there is not a pickle."""
-    from colorize_cli.model import load_checkpoint
+    from colorize_cli.checkpoint import load_checkpoint
 
     tensors, cfg, _ = load_checkpoint(run_dir / "best.safetensors")
     path = tmp_path / "x.safetensors"
@@ -389,7 +390,7 @@ def test_a_full_disk_stops_the_batch_at_the_first_failed_write(capsys: pytest.Ca
 def test_a_working_size_too_large_for_memory_is_refused_before_any_work(capsys: pytest.CaptureFixture[str],
                                                                         run_dir: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imageio, "available_memory", lambda: 8 * 2**30)
+    monkeypatch.setattr(files, "available_memory", lambda: 8 * 2**30)
     photo(40, 30).save(tmp_path / "a.png")
     code, _, err = cli(capsys, "infer", tmp_path / "a.png", tmp_path / "out", "--model", run_dir, "--size", "100000",
                        "--device", "cpu")
@@ -413,7 +414,7 @@ def test_the_memory_estimate_grows_with_the_canvas_and_the_batch(run_dir: Path) 
 
 def test_a_nan_checkpoint_is_one_error_line_naming_the_file(capsys: pytest.CaptureFixture[str], run_dir: Path,
                                                             tmp_path: Path) -> None:
-    from colorize_cli.model import load_checkpoint
+    from colorize_cli.checkpoint import load_checkpoint
 
     tensors, cfg, extra = load_checkpoint(run_dir / "best.safetensors")
     key = next(k for k in sorted(tensors) if k.endswith("weight"))

@@ -30,7 +30,8 @@ import torch
 from badfiles import photo
 
 from colorize_cli.cli import main
-from colorize_cli.model import ModelConfig, build, load_checkpoint, save_checkpoint
+from colorize_cli.checkpoint import load_checkpoint, save_checkpoint
+from colorize_cli.model import ModelConfig, build
 
 EPOCHS = 24  # enough that no killed process can finish: each halts within a few epochs of its start
 NET = ["--size", "16", "--width", "4"]
@@ -202,7 +203,8 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(photo
 _WRITER = """
 import os, sys, torch
 import safetensors.torch
-from colorize_cli.model import ModelConfig, save_checkpoint
+from colorize_cli.checkpoint import save_checkpoint
+from colorize_cli.model import ModelConfig
 
 target, version, where = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 real_save_file, real_replace = safetensors.torch.save_file, os.replace

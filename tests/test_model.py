@@ -1,4 +1,4 @@
-"""The networks, the colour encoding and the checkpoint format of colorize_cli/model.py."""
+"""The networks (model.py), the colour encoding (color.py) and the checkpoint format (checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage.color import lab2rgb, rgb2lab
 
+from colorize_cli.checkpoint import load_checkpoint, load_generator, load_state, save_checkpoint
+from colorize_cli.color import decode_output, encode_input, encode_target, lab_to_rgb, rgb_to_lab, to_uint8_exact
 from colorize_cli.errors import UserError
-from colorize_cli.model import (ModelConfig, _phase_matrix, PatchGAN, UNet, build, decode_output, encode_input, encode_target,
-                                FrozenUpConv, UpConv, fold_batchnorm, for_inference, init_weights, lab_to_rgb,
-                                load_checkpoint, load_generator, load_state, phase_conv, phase_kernels,
-                                receptive_field, rgb_to_lab, save_checkpoint, to_uint8_exact,
+from colorize_cli.model import (ModelConfig, _phase_matrix, PatchGAN, UNet, build, FrozenUpConv, UpConv, fold_batchnorm,
+                                for_inference, init_weights, phase_conv, phase_kernels, receptive_field,
                                 upsample_then_conv)
 
 

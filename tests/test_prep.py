@@ -17,8 +17,10 @@ from PIL import Image
 
 from colorize_cli.cli import main
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import MIN_SIDE, open_image, path_text
-from colorize_cli.prep import STAGING, assign_splits, fit_image, make_pair, n_test_for
+from colorize_cli.files import path_text
+from colorize_cli.imageio import MIN_SIDE, open_image
+from colorize_cli.pairs import assign_splits, fit_image, make_pair, n_test_for
+from colorize_cli.prep import STAGING
 
 BEACH = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "beach-photos"
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -481,7 +483,7 @@ def test_a_size_past_what_later_stages_read_is_refused_before_anything_is_made(t
 def test_a_size_that_needs_more_memory_than_is_free_is_refused(tmp_path, capsys, monkeypatch):
     make_photos(tmp_path / "src", 3)
     # 24 bytes per pixel of a half (PAIR_BYTES_PER_PIXEL): 24 * 5000^2 * 2 workers = 1.1 GiB.
-    monkeypatch.setattr("colorize_cli.imageio.available_memory", lambda: 2**30)
+    monkeypatch.setattr("colorize_cli.files.available_memory", lambda: 2**30)
     code, out, err = run(capsys, "prep", tmp_path / "src", tmp_path / "ds", "--size", "5000", "--workers", "2")
     assert code == 1
     assert err.strip().endswith("error: prep --size 5000 with 2 workers needs about 1.1 GiB of memory; "

@@ -49,7 +49,8 @@ from PIL import Image
 
 from colorize_cli.cli import main
 from colorize_cli.imageio import open_image
-from colorize_cli.model import ModelConfig, build, save_checkpoint
+from colorize_cli.checkpoint import save_checkpoint
+from colorize_cli.model import ModelConfig, build
 
 CFG = ModelConfig(size=32, width=8)
 COMMANDS = ("prep", "infer", "evaluate-folders", "evaluate-model", "train", "survey", "crawl")

@@ -22,8 +22,9 @@ from PIL import Image
 from clirun import run_cli
 from colorize_cli.cli import main
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import exclusive_lock
-from colorize_cli.model import ModelConfig, build, save_checkpoint
+from colorize_cli.checkpoint import save_checkpoint
+from colorize_cli.files import exclusive_lock
+from colorize_cli.model import ModelConfig, build
 from colorize_cli.survey import (
     HEADER,
     SERVE_LOCK,
@@ -211,7 +212,7 @@ def test_unusable_files_are_skipped_with_their_reason(model, tmp_path):
     warnings: list[str] = []
     rep = build_study(data, tmp_path / "s", model, SurveyConfig(n=2), warn=warnings.append)
     assert rep.trials == 2 and len(rep.skipped) == 2
-    assert any("not_a_pair.png: not an A|B pair (width 40 is not twice the height 30)" in w for w in warnings)
+    assert any("not_a_pair.png: not an A|B pair (40x30; expected width = 2 x height)" in w for w in warnings)
     assert any("broken.jpg: not an image" in w for w in warnings)
     with pytest.raises(UserError, match=r"only 2 usable A\|B pairs, the study needs 3"):
         build_study(data, tmp_path / "t", model, SurveyConfig(n=2, vigilance=1), warn=print)

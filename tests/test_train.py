@@ -17,13 +17,14 @@ import pytest
 import torch
 from PIL import Image
 
-from colorize_cli import imageio, metrics
+from colorize_cli import files, metrics
+from colorize_cli.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from colorize_cli.cli import main
-from colorize_cli.data import load_data, native_size
+from colorize_cli.color import decode_output, encode_input, to_uint8_exact
+from colorize_cli.data import load_data
 from colorize_cli.errors import UserError
-from colorize_cli.imageio import exclusive_lock
-from colorize_cli.model import decode_output, encode_input, load_checkpoint, load_generator, save_checkpoint, to_uint8_exact
-from colorize_cli.prep import make_pair
+from colorize_cli.files import exclusive_lock
+from colorize_cli.pairs import make_pair, native_size
 from colorize_cli.train import (SEED_RECIPE, Nets, Reporter, check_memory, configure, lr_factor, read_config, train,
                                 training_memory)
 
@@ -572,7 +573,7 @@ def test_a_network_too_large_for_the_memory_is_refused_before_it_is_built(data: 
     need = training_memory(configure(str(data), str(tmp_path / "r"), None, None,
                                      {"size": 256, "width": 64, "batch_size": 16}))
     assert 1.8 * 2**30 < need < 2.1 * 2**30
-    monkeypatch.setattr(imageio, "available_memory", lambda: 3 * 2**30)
+    monkeypatch.setattr(files, "available_memory", lambda: 3 * 2**30)
     check_memory(configure(str(data), str(tmp_path / "r"), None, None, {"size": 256, "width": 64, "batch_size": 16}),
                  torch.device("cpu"))
 
