@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from colorize_cli.data import Pairs, load_data  # noqa: E402
 from colorize_cli.device import autocast_bf16  # noqa: E402
-from colorize_cli.infer import BUNDLED_MODEL, Colorizer  # noqa: E402
+from colorize_cli.colorizer import BUNDLED_MODEL, Colorizer  # noqa: E402
 from colorize_cli.model import (ModelConfig, UNet, UpConv, fold_batchnorm, for_inference, freeze_phases,  # noqa: E402
                                 init_weights, upsample_then_conv)
 from colorize_cli.train import Nets, TrainConfig, get_batch  # noqa: E402
@@ -408,7 +408,7 @@ def data_ablation(size: int, batch: int, quick: bool) -> dict | None:
     step (what a file-per-step loader does), on a prep output of the beach photos."""
     from colorize_cli.data import _read_pair
     from colorize_cli.pairs import PrepConfig
-    from colorize_cli.prep import run_prep
+    from colorize_cli.prep import run as run_prep
 
     if not BEACH.is_dir():
         return None

@@ -5,14 +5,25 @@ A checkpoint holds the networks' tensors under `generator.` and `discriminator.`
 (`format`: "colorize", `config`, optional `extra`), so a lone .safetensors file can always be
 rebuilt into the networks it was written from. Loading refuses pickles unread, names the file
 on any mismatch, and rejects NaN or infinite weights.
+
+A training run's checkpoints (RUN/last.safetensors, RUN/best.safetensors) carry everything
+`--resume` needs to go on bit for bit: besides both networks, the optimizers' state
+(`optimizer_g.*`, `optimizer_d.*` tensors, the rest in `extra`), every process's random
+generators (`rng.{cpu,cuda,mps}.RANK`), the epoch's loss sums so far (`loss_sums`), and in
+`extra` the schedulers, where the run stands (RunState) and its whole config. `Checkpointer`
+decides when they are written.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -20,6 +31,7 @@ import torch.nn as nn
 from colorize_cli.errors import UserError
 from colorize_cli.files import atomic_path
 from colorize_cli.model import ModelConfig, UNet
+from colorize_cli.processes import Dist
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], cfg: ModelConfig,
@@ -100,3 +112,155 @@ def load_generator(path: str | os.PathLike) -> tuple[UNet, ModelConfig]:
     g = UNet(cfg)
     load_state(g, tensors, "generator", path)
     return g.eval(), cfg
+
+
+# --- training checkpoints ----------------------------------------------------------------
+
+State = tuple[dict[str, torch.Tensor], dict]  # a training checkpoint's tensors and its `extra` metadata
+
+
+class Networks(Protocol):
+    """What a training checkpoint holds of the training (train.Nets): both networks, their
+    optimizers and learning-rate schedules."""
+
+    g: nn.Module
+    d: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    sched_d: torch.optim.lr_scheduler.LRScheduler
+
+
+@dataclass
+class RunState:
+    """Where a run stands, as its checkpoints record it next to the tensors."""
+
+    loss_sums: torch.Tensor  # d_loss, g_adv, g_l1 summed over this epoch's steps so far
+    epoch: int = 0  # complete epochs
+    step: int = 0  # steps done of the next epoch (a run stopped within it)
+    best_l1: float = math.inf  # the best epoch's test L1 (inf: none yet); rank 0's
+    best_epoch: int = 0
+
+
+def _optimizer_state(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state as named tensors plus a JSON part (no pickling)."""
+    sd = opt.state_dict()
+    tensors, other = {}, {}
+    for i, state in sd["state"].items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}.{i}.{k}"] = v
+            else:
+                other[f"{i}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "state": other}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in [(k[len(prefix) + 1:], v) for k, v in tensors.items() if k.startswith(prefix + ".")] + \
+            list(meta["state"].items()):
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _rng_states(d: Dist, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every process's torch generator states (CPU, and CUDA or MPS), as uint8 tensors."""
+    local = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        local["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        local["mps"] = torch.mps.get_rng_state()
+    return {f"rng.{k}.{rank}": part for k, v in local.items() for rank, part in enumerate(d.gather(v))}
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], d: Dist, device: torch.device) -> None:
+    """Put this process's generators back (the CUDA or MPS one where it was saved too)."""
+    torch.set_rng_state(tensors[f"rng.cpu.{d.rank}"])
+    if device.type == "cuda" and f"rng.cuda.{d.rank}" in tensors:
+        torch.cuda.set_rng_state(tensors[f"rng.cuda.{d.rank}"], device)
+    elif device.type == "mps" and f"rng.mps.{d.rank}" in tensors:
+        torch.mps.set_rng_state(tensors[f"rng.mps.{d.rank}"])
+
+
+def training_state(nets: Networks, run: RunState, train_config: dict, d: Dist, device: torch.device,
+                   keep: bool = False) -> State | None:
+    """Everything --resume needs: rank 0's (None on the others, which still take part in
+    gathering the generators). `keep`: copies, for a best epoch whose file is written later."""
+    rng = _rng_states(d, device)
+    if not d.main:
+        return None
+    tg, meta_g = _optimizer_state("optimizer_g", nets.opt_g)
+    td, meta_d = _optimizer_state("optimizer_d", nets.opt_d)
+    tensors = {**{f"generator.{k}": v for k, v in nets.g.state_dict().items()},
+               **{f"discriminator.{k}": v for k, v in nets.d.state_dict().items()},
+               **tg, **td, **rng, "loss_sums": run.loss_sums}
+    if keep:
+        tensors = {k: v.detach().clone() for k, v in tensors.items()}
+    extra = {"epoch": run.epoch, "step": run.step, "optimizer_g": meta_g, "optimizer_d": meta_d,
+             "scheduler_g": nets.sched_g.state_dict(), "scheduler_d": nets.sched_d.state_dict(),
+             "best_l1": run.best_l1 if math.isfinite(run.best_l1) else None, "best_epoch": run.best_epoch,
+             "world_size": d.world, "train_config": train_config}
+    return tensors, extra
+
+
+def load_training(nets: Networks, state: State, d: Dist, device: torch.device, source: Path) -> RunState:
+    """Put a training checkpoint back into `nets` and the random generators; where the run stands.
+    Saved by another number of processes, which shards an epoch differently, the epoch it
+    stopped in starts over and the generators keep their fresh seeds."""
+    tensors, extra = state
+    load_state(nets.g, tensors, "generator", source)
+    load_state(nets.d, tensors, "discriminator", source)
+    _load_optimizer(nets.opt_g, "optimizer_g", tensors, extra["optimizer_g"])
+    _load_optimizer(nets.opt_d, "optimizer_d", tensors, extra["optimizer_d"])
+    nets.sched_g.load_state_dict(extra["scheduler_g"])
+    nets.sched_d.load_state_dict(extra["scheduler_d"])
+    same_world = extra["world_size"] == d.world
+    step = extra["step"] if same_world else 0
+    run = RunState(tensors["loss_sums"].to(device) if step and d.main else torch.zeros(3, device=device),
+                   extra["epoch"], step, extra["best_l1"] if extra["best_l1"] is not None else math.inf,
+                   extra["best_epoch"])
+    if same_world:
+        _restore_rng(tensors, d, device)
+    return run
+
+
+class Checkpointer:
+    """Writes a run's last.safetensors, and best.safetensors when the state written or one kept
+    since is the best, atomically. At the end of an epoch only every `every` seconds (a fast GPU
+    epoch would otherwise spend longer writing hundreds of MB than training) or when the run is
+    leaving; a best epoch in between is kept in memory until the next write. Every process takes
+    part (the generators are gathered); rank 0 writes."""
+
+    def __init__(self, out: Path, nets: Networks, mcfg: ModelConfig, train_config: dict, d: Dist,
+                 device: torch.device, every: float, saved: tuple[int, int] | None) -> None:
+        self.out, self.nets, self.mcfg, self.train_config = out, nets, mcfg, train_config
+        self.d, self.device, self.every = d, device, every
+        self.saved = saved  # (epoch, step) last.safetensors holds; None: no checkpoint yet
+        self.kept: State | None = None  # a best epoch not yet in best.safetensors
+        self.last_write = time.perf_counter()
+
+    def save(self, run: RunState, best_now: bool) -> None:
+        """last.safetensors, and best.safetensors when this state (`best_now`) or a kept one is the best."""
+        state = training_state(self.nets, run, self.train_config, self.d, self.device)
+        if state is not None:
+            save_checkpoint(self.out / "last.safetensors", state[0], self.mcfg, state[1])
+            best = state if best_now else self.kept
+            if best is not None:
+                save_checkpoint(self.out / "best.safetensors", best[0], self.mcfg, best[1])
+        self.kept, self.last_write, self.saved = None, time.perf_counter(), (run.epoch, run.step)
+
+    def end_epoch(self, run: RunState, best: bool, leaving: bool) -> None:
+        """Save when due (or `leaving`); else keep a `best` epoch's state for the next write."""
+        if self.d.agree(leaving or time.perf_counter() - self.last_write >= self.every):
+            self.save(run, best_now=best)
+        elif best:
+            self.kept = training_state(self.nets, run, self.train_config, self.d, self.device, keep=True)
+
+    def holds(self) -> str:
+        """What last.safetensors holds, for a run that cannot go on."""
+        if self.saved is None:
+            return "no checkpoint was saved"
+        epoch, step = self.saved
+        return (f"{self.out / 'last.safetensors'} holds the last finite state "
+                f"(epoch {epoch}{f', step {step}' if step else ''})")

@@ -1,4 +1,11 @@
-"""The `colorize` command line: option parsing only; each stage's work lives in its module."""
+"""The `colorize` command line: option parsing only; each stage's work lives in its module.
+
+Every command builds its stage's config dataclass from the options (whose defaults are the
+dataclass's own), calls the stage (`run`, or survey's `build_study` and `serve`) with the
+command's arguments, the config and, where the stage shows progress or notes, the console;
+hands the report it returns to the stage's `render`; and sets the exit code. The stages are
+imported here for their configs: none of them loads torch before it has work to do.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from colorize_cli import __version__
+from colorize_cli import __version__, crawl, demo, evaluate, infer, prep, survey
+from colorize_cli.colorspace import Space
 from colorize_cli.device import Device
-from colorize_cli.errors import UserError
+from colorize_cli.errors import UserError, one_line
+from colorize_cli.fetch import Limits
+from colorize_cli.pairs import Fit, PrepConfig
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False)  # progress, notes, warnings, errors
+stdout = Console(highlight=False)  # results: tables and reports
 
 
 def unwrap_help(text: str | None) -> str | None:
@@ -74,27 +85,27 @@ def _root(
 # --- commands: one function per subcommand, each delegating to its stage module ----------
 
 
-@app.command()
-def crawl(
+@app.command("crawl")
+def crawl_command(
     keyword: Annotated[str, typer.Argument(metavar="KEYWORD", help="What to search for; also names the folder "
                                                                   "(OUT/<keyword-slug>/).")],
-    num: Annotated[int, typer.Option("-n", "--num", min=1, help="Usable images wanted in the folder (re-runs top up to it).")] = 125,
-    out: Annotated[Path, typer.Option("--out", metavar="OUT", help="Parent folder; images go to OUT/<keyword-slug>/.")] = Path("data/raw"),
-    engine: Annotated[Optional[Literal["bing", "baidu", "google", "flickr", "urls"]], typer.Option(
+    num: Annotated[int, typer.Option("-n", "--num", min=1, help="Usable images wanted in the folder (re-runs top up to it).")] = crawl.CrawlConfig.num,
+    out: Annotated[Path, typer.Option("--out", metavar="OUT", help="Parent folder; images go to OUT/<keyword-slug>/.")] = crawl.CrawlConfig.out,
+    engine: Annotated[Optional[crawl.Engine], typer.Option(
         "--engine", metavar="ENGINE", help="Where the image URLs come from: bing, baidu, google, flickr or urls "
-                                           "\\[default: bing, or urls when --urls is given].")] = None,
-    urls: Annotated[Optional[Path], typer.Option("--urls", metavar="FILE", help="Text file, one image URL a line (--engine urls).")] = None,
-    min_size: Annotated[int, typer.Option("--min-size", min=1, help="Smallest accepted short side, in pixels.")] = 256,
-    threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Parallel downloads.")] = 4,
-    license_: Annotated[Literal["any", "cc", "public-domain", "commercial", "commercial-modify"], typer.Option(
+                                           f"\\[default: {crawl.CrawlConfig.engine.value}, or urls when --urls is given].")] = None,
+    urls: Annotated[Optional[Path], typer.Option("--urls", metavar="FILE", help="Text file, one image URL a line (--engine urls).")] = crawl.CrawlConfig.urls_file,
+    min_size: Annotated[int, typer.Option("--min-size", min=1, help="Smallest accepted short side, in pixels.")] = crawl.CrawlConfig.min_size,
+    threads: Annotated[int, typer.Option("--threads", min=1, max=64, help="Parallel downloads.")] = crawl.CrawlConfig.threads,
+    license_: Annotated[crawl.License, typer.Option(
         "--license", metavar="RIGHTS", help="Usage rights asked of the engine (bing, google, flickr): any, cc, "
-                                            "public-domain, commercial or commercial-modify.")] = "any",
+                                            "public-domain, commercial or commercial-modify.")] = crawl.CrawlConfig.license,
     photos_only: Annotated[bool, typer.Option("--photos-only/--any-type",
-                                              help="Ask the engine for photos only (no clip art, drawings, animations).")] = True,
-    max_bytes: Annotated[str, typer.Option("--max-bytes", metavar="SIZE", help="Largest download, e.g. 500K, 20M.")] = "20M",
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds per download, redirects and retries included.")] = 20.0,
+                                              help="Ask the engine for photos only (no clip art, drawings, animations).")] = crawl.CrawlConfig.photos_only,
+    max_bytes: Annotated[str, typer.Option("--max-bytes", metavar="SIZE", help="Largest download, e.g. 500K, 20M.")] = crawl.format_size(Limits.max_bytes),
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds per download, redirects and retries included.")] = Limits.timeout,
     flickr_key: Annotated[Optional[str], typer.Option("--flickr-key", envvar="FLICKR_APIKEY", show_envvar=True,
-                                                      help="Flickr API key (--engine flickr).")] = None,
+                                                      help="Flickr API key (--engine flickr).")] = crawl.CrawlConfig.flickr_key,
 ) -> None:
     """Download N usable color photos of KEYWORD into OUT/<keyword-slug>/.
 
@@ -114,111 +125,124 @@ def crawl(
     near-duplicate   DCT perceptual hash within 8 of 63 bits of a kept one
 
     Exit code 0 when the folder holds at least one usable image, 1 when none."""
-    from colorize_cli.crawl import CrawlConfig, Engine, License, parse_size, print_report, run, shortfall
-
-    cfg = CrawlConfig(keyword=keyword, num=num, out=out, engine=Engine(engine or ("urls" if urls else "bing")),
-                      urls_file=urls, min_size=min_size, threads=threads, license=License(license_),
-                      photos_only=photos_only, max_bytes=parse_size(max_bytes), timeout=timeout, flickr_key=flickr_key)
-    report = run(cfg, console)
-    print_report(report, Console(highlight=False), console)
+    limits = Limits(timeout=timeout, max_bytes=crawl.parse_size(max_bytes))
+    cfg = crawl.CrawlConfig(num=num, out=out, engine=engine or (crawl.Engine.URLS if urls else crawl.CrawlConfig.engine),
+                            urls_file=urls, min_size=min_size, threads=threads, license=license_,
+                            photos_only=photos_only, limits=limits, flickr_key=flickr_key)
+    report = crawl.run(keyword, cfg, console)
+    crawl.render(report, stdout, console)
     if report.kept_total == 0:
-        raise UserError(report.no_network or f"no usable images for {keyword!r}: {shortfall(report)}")
+        raise UserError(report.no_network or f"no usable images for {keyword!r}: {crawl.shortfall(report)}")
 
 
-@app.command()
-def evaluate(
+@app.command("evaluate")
+def evaluate_command(
     target: Annotated[Path, typer.Argument(metavar="TARGET", help="A folder of predictions (with --truth), a folder of "
                                                 "A|B test pairs (run through --model), or a .csv/.tsv file of votes.")],
     truth: Annotated[Optional[Path], typer.Option("--truth", metavar="TRUTH", help="The real photos, matched to "
-                                                  "TARGET's by file name.")] = None,
+                                                  "TARGET's by file name.")] = evaluate.EvaluateConfig.truth,
     model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
-                                                  "or a .safetensors checkpoint (default: the bundled model).")] = None,
-    device: Annotated[Device, typer.Option("--device", help="Where the model runs (A|B pairs).")] = "auto",
-    csv: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the per-image scores to this CSV file.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let --csv replace an old file.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) to stdout.")] = False,
-    top: Annotated[int, typer.Option("--top", min=1, help="Votes: how many of the most fooling images to list.")] = 5,
+                                                  "or a .safetensors checkpoint (default: the bundled model).")] = evaluate.EvaluateConfig.model,
+    device: Annotated[Device, typer.Option("--device", help="Where the model runs (A|B pairs).")] = evaluate.EvaluateConfig.device,
+    csv: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the per-image scores to this CSV file.")] = evaluate.EvaluateConfig.csv,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let --csv replace an old file.")] = evaluate.EvaluateConfig.overwrite,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) to stdout.")] = evaluate.EvaluateConfig.as_json,
+    top: Annotated[int, typer.Option("--top", min=1, help="Votes: how many of the most fooling images to list.")] = evaluate.EvaluateConfig.top,
 ) -> None:
     """Score colorized photos against the real ones, next to the gray baseline; or summarise the
     votes of a real-or-fake perceptual study: fooling rate, confidence interval, binomial test,
     Fleiss' kappa."""
-    from colorize_cli.evaluate import run
+    cfg = evaluate.EvaluateConfig(truth=truth, model=model, device=device, csv=csv, overwrite=overwrite,
+                                  as_json=as_json, top=top)
+    evaluate.render(evaluate.run(target, cfg, console), cfg, stdout)
 
-    run(target, truth=truth, model=model, device=device, csv_path=csv, overwrite=overwrite, as_json=as_json, top=top)
 
-
-@app.command()
-def prep(
+@app.command("prep")
+def prep_command(
     src: Annotated[Path, typer.Argument(metavar="SRC", help="Folder of color photos (JPEG, PNG, WebP, BMP, TIFF, GIF) "
                                                             "or one file.")],
     dest: Annotated[Path, typer.Argument(metavar="DEST", help="Data set folder: DEST/train/*.png, DEST/test/*.png, "
                                                               "DEST/prep.csv.")],
-    size: Annotated[int, typer.Option("--size", min=1, help="Side of each half of a pair, in pixels.")] = 256,
-    fit: Annotated[Literal["crop", "pad", "stretch"], typer.Option(
-        "--fit", help="Making a square: crop the centre, pad with black bars, or stretch (distorts).")] = "crop",
+    size: Annotated[int, typer.Option("--size", min=1, help="Side of each half of a pair, in pixels.")] = PrepConfig.size,
+    fit: Annotated[Fit, typer.Option(
+        "--fit", help="Making a square: crop the centre, pad with black bars, or stretch (distorts).")] = PrepConfig.fit,
     test_fraction: Annotated[float, typer.Option("--test-fraction", min=0.0, max=1.0,
-                                                 help="Share of the photos held out in DEST/test.")] = 0.2,
-    seed: Annotated[int, typer.Option("--seed", help="Which photos go to test (same seed, same split).")] = 0,
+                                                 help="Share of the photos held out in DEST/test.")] = PrepConfig.test_fraction,
+    seed: Annotated[int, typer.Option("--seed", help="Which photos go to test (same seed, same split).")] = PrepConfig.seed,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel threads (default: one per CPU).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Remake pairs that are already there (the split is kept).")] = False,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also read photos in SRC's subfolders.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Remake pairs that are already there (the split is kept).")] = PrepConfig.force,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also read photos in SRC's subfolders.")] = PrepConfig.recursive,
 ) -> None:
     """Make a pix2pix "aligned" data set: each photo becomes one 2*size x size PNG, color (A)
     left and BT.601 grayscale (B) right, split exactly and stably into train and test."""
-    from colorize_cli.files import usable_cpus
-    from colorize_cli.pairs import PrepConfig
-    from colorize_cli.prep import run_prep, summary_table
-
-    cfg = PrepConfig(size=size, fit=fit, test_fraction=test_fraction, seed=seed,
-                     workers=workers or usable_cpus(), force=force, recursive=recursive)
-    report = run_prep(src, dest, cfg, console)
-    Console(highlight=False).print(summary_table(report, dest))
+    cfg = PrepConfig(size=size, fit=fit, test_fraction=test_fraction, seed=seed, force=force, recursive=recursive,
+                     **({} if workers is None else {"workers": workers}))  # else PrepConfig's: one per CPU
+    prep.render(prep.run(src, dest, cfg, console), stdout)
 
 
-@app.command()
+class _TrainCommand(typer.core.TyperCommand):
+    """`colorize train`, whose option help names its defaults as {fields}: filled in from the
+    config dataclasses (train.help_defaults) when the help is shown, since reading them loads
+    torch, which no other use of the command line should wait for."""
+
+    def get_help(self, ctx: typer.Context) -> str:
+        from colorize_cli.train import help_defaults
+
+        defaults = help_defaults()
+        for param in self.params:
+            if getattr(param, "help", None):
+                param.help = param.help.format_map(defaults)
+        return super().get_help(ctx)
+
+
+@app.command(cls=_TrainCommand)
 def train(
     data: Annotated[Optional[Path], typer.Argument(metavar="DATA", help="A `colorize prep` output (DATA/train, DATA/test) or a folder of "
                                                         "color photos (split as prep would). Optional with --resume.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="RUN", help="Run folder \\[default: runs/<date-time>].")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Passes over the training photos "
-                                                  "\\[default: 100; with --resume: the run's, or more to train on].")] = None,
+                                                  "\\[default: {epochs}; with --resume: the run's, or more to train on].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", min=1, help="Photos per step, per process \\[default: 16].")] = None,
+        "--batch-size", min=1, help="Photos per step, per process \\[default: {batch_size}].")] = None,
     size: Annotated[Optional[int], typer.Option("--size", min=4, help="Training size in px, a multiple of 2^(U-Net levels) "
-                                                "\\[default: the prep output's own, else 256].")] = None,
-    space: Annotated[Optional[Literal["lab", "rgb"]], typer.Option(
-        "--space", help="lab: predict a*b*, keep the photo's lightness; rgb: predict R, G, B (the original) \\[default: lab].")] = None,
+                                                "\\[default: the prep output's own, else {size}].")] = None,
+    space: Annotated[Optional[Space], typer.Option(
+        "--space", help="lab: predict a*b*, keep the photo's lightness; rgb: predict R, G, B (the original) "
+                        "\\[default: {space}].")] = None,
     width: Annotated[Optional[int], typer.Option(
-        "--width", min=1, help="Channels of the first layer (the original: 64) \\[default: 64].")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate \\[default: 2e-4 for adam, 0.01 for sgd].")] = None,
+        "--width", min=1, help="Channels of the first layer (the original: 64) \\[default: {width}].")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate \\[default: {lr:g} for adam, {sgd_lr:g} for sgd].")] = None,
     optimizer: Annotated[Optional[Literal["adam", "sgd"]], typer.Option(
-        "--optimizer", help="adam (betas 0.5, 0.999) or plain sgd \\[default: adam].")] = None,
+        "--optimizer", help="adam (betas {beta1:g}, {beta2:g}) or plain sgd \\[default: {optimizer}].")] = None,
     gan_loss: Annotated[Optional[Literal["lsgan", "vanilla"]], typer.Option(
-        "--gan-loss", help="lsgan: least squares (the original); vanilla: logistic \\[default: lsgan].")] = None,
+        "--gan-loss", help="lsgan: least squares (the original); vanilla: logistic \\[default: {gan_loss}].")] = None,
     l1_weight: Annotated[Optional[float], typer.Option(
-        "--l1-weight", min=0.0, help="Weight of L1 against the adversarial loss \\[default: 100].")] = None,
+        "--l1-weight", min=0.0, help="Weight of L1 against the adversarial loss \\[default: {l1_weight:g}].")] = None,
     device: Annotated[Optional[Device], typer.Option(
-        "--device", help="Where to train \\[default: auto: cuda, else mps, else cpu].")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Initial weights, shuffling, flips, dropout \\[default: 0].")] = None,
+        "--device", help="Where to train \\[default: {device}: cuda, else mps, else cpu].")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Initial weights, shuffling, flips, dropout \\[default: {seed}].")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         "--resume", metavar="RUN", help="Go on with a stopped run, exactly where it stopped.")] = None,
     patience: Annotated[Optional[int], typer.Option(
-        "--patience", min=0, help="Stop after N epochs without a better test L1 \\[default: 0: never].")] = None,
+        "--patience", min=0, help="Stop after N epochs without a better test L1 \\[default: {patience}: never].")] = None,
     preset: Annotated[Optional[Literal["seed"]], typer.Option(
-        "--preset", help="seed: the original recipe (rgb, batch size 1, lsgan + 100 x L1, 200 epochs); options given too win.")] = None,
+        "--preset", help="seed: the original recipe ({preset[space]}, batch size {preset[batch_size]}, "
+                         "{preset[gan_loss]} + {preset[l1_weight]:g} x L1, {preset[epochs]} epochs); options given too win.")] = None,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, help="CPU threads per process \\[default: all CPUs / processes].")] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (slow start, faster steps on GPUs).")] = False,
     checkpoint_every: Annotated[Optional[float], typer.Option(
         "--checkpoint-every", min=0.0, metavar="SECONDS",
-        help="Write checkpoints at most this often (always at the end and on Ctrl-C); 0: every epoch \\[default: 30].")] = None,
+        help="Write checkpoints at most this often (always at the end and on Ctrl-C); 0: every epoch "
+             "\\[default: {checkpoint_every:g}].")] = None,
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over all processes.")] = False,
 ) -> None:
     """Train the pix2pix colorizer (U-Net + PatchGAN) on DATA: RUN/metrics.csv, samples/, curves.png,
     best.safetensors (lowest test L1) and last.safetensors. Ctrl-C saves and stops (exit code
     130); --resume RUN goes on. Under `torchrun --nproc-per-node=N -m colorize_cli train ...`
     it trains on N processes (GPUs: NCCL, CPUs: gloo)."""
-    from colorize_cli.train import configure, summary_table
+    from colorize_cli.runlog import summary_table
+    from colorize_cli.train import configure
     from colorize_cli.train import train as run_train
 
     if data is None and resume is None:
@@ -236,55 +260,54 @@ def train(
                       f"{escape(str(result.out / 'last.safetensors'))}. Go on with: colorize train --resume "
                       f"{escape(str(result.out))}", soft_wrap=True)
         raise typer.Exit(130)
-    Console(highlight=False).print(summary_table(result))
+    stdout.print(summary_table(result))
 
 
-@app.command()
-def infer(
+@app.command("infer")
+def infer_command(
     ctx: typer.Context,
     src: Annotated[Path, typer.Argument(metavar="IN", help="A photo, or a folder of photos (JPEG, PNG, WebP, BMP, TIFF, GIF).")],
     dest: Annotated[Path, typer.Argument(metavar="OUT", help="Output folder mirroring IN's names (or, for one photo, "
                                                              "an output file name with an image suffix).")],
     model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
-                                                  "(its best.safetensors) or .safetensors file; default: the bundled beach model.")] = None,
+                                                  "(its best.safetensors) or .safetensors file; default: the bundled beach model.")] = infer.InferConfig.model,
     size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size: the long side the network sees "
-                                                "(default: the model's training size). Output is always full size.")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also colorize the photos in subfolders of IN.")] = False,
-    fmt: Annotated[Literal["png", "keep"], typer.Option("--format", help="png: lossless, luma exact. keep: as the input.")] = "png",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+                                                "(default: the model's training size). Output is always full size.")] = infer.InferConfig.size,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also colorize the photos in subfolders of IN.")] = infer.InferConfig.recursive,
+    fmt: Annotated[infer.OutputFormat, typer.Option("--format", help="png: lossless, luma exact. keep: as the input.")] = infer.InferConfig.format,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = infer.InferConfig.overwrite,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Keep existing outputs as done "
-                                                "(finishes an interrupted run).")] = False,
+                                                "(finishes an interrupted run).")] = infer.InferConfig.skip_existing,
     side: Annotated[bool, typer.Option("--side-by-side", help="Write gray | colorized (| original, for a color input) "
-                                       "side by side.")] = False,
-    device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per network pass.")] = 8,
+                                       "side by side.")] = infer.InferConfig.side_by_side,
+    device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = infer.InferConfig.device,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per network pass.")] = infer.InferConfig.batch_size,
 ) -> None:
     """Colorize photos at their full resolution (color photos are grayed first). Exit code 0 when
     every photo was written or kept (--skip-existing), 1 when any was skipped: each skipped photo
     is listed with the reason."""
-    from colorize_cli.infer import OVERWRITE_OR_SKIP, InferOptions, run
-
     if overwrite and skip_existing:
-        ctx.fail(OVERWRITE_OR_SKIP)
-    opts = InferOptions(model=model, size=size, recursive=recursive, keep_format=fmt == "keep", overwrite=overwrite,
-                        skip_existing=skip_existing, side_by_side=side, device=device, batch_size=batch_size)
-    if run(src, dest, opts, console).failed:
+        ctx.fail(infer.OVERWRITE_OR_SKIP)
+    cfg = infer.InferConfig(model=model, size=size, recursive=recursive, format=fmt, overwrite=overwrite,
+                            skip_existing=skip_existing, side_by_side=side, device=device, batch_size=batch_size)
+    report = infer.run(src, dest, cfg, console)
+    infer.render(report, console)
+    if report.failed:
         raise typer.Exit(1)
 
 
-@app.command()
-def demo(
+@app.command("demo")
+def demo_command(
     out: Annotated[Path, typer.Option("--out", metavar="OUT", help="Folder for the results, made if needed; "
-                                      "of its files, only those the demo wrote are replaced.")] = Path("demo"),
-    size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size (default: the model's).")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N sample photos.")] = None,
-    device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = "auto",
+                                      "of its files, only those the demo wrote are replaced.")] = demo.DemoConfig.out,
+    size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size (default: the model's).")] = demo.DemoConfig.size,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N sample photos.")] = demo.DemoConfig.limit,
+    device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = demo.DemoConfig.device,
 ) -> None:
     """Colorize scikit-image's sample photos with the bundled model (offline): writes OUT/index.html,
     a contact sheet and the images, and prints PSNR, SSIM, CIEDE2000 and colorfulness next to gray."""
-    from colorize_cli.demo import run
-
-    run(out, size=size, limit=limit, device=device, console=console)
+    report = demo.run(demo.DemoConfig(out=out, size=size, limit=limit, device=device))
+    demo.render(report, stdout, console)
 
 
 class _BuildByDefault(HelpGroup):
@@ -310,42 +333,33 @@ def survey_build(
     data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder of A|B test pairs from `colorize prep` (DATA/test).")],
     out: Annotated[Path, typer.Option("--out", metavar="STUDY", help="New study folder (must not exist, or be empty).")],
     model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run "
-                                                  "folder or a .safetensors checkpoint (default: the bundled model).")] = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Scored trials (test photos).")] = 24,
-    exposure: Annotated[float, typer.Option("--exposure", help="Seconds both photos are shown.")] = 5.0,
-    seed: Annotated[int, typer.Option("--seed", help="Photo choice, trial order and sides (recorded in study.json).")] = 0,
-    practice: Annotated[int, typer.Option("--practice", min=0, help="Practice trials first, with feedback, not recorded.")] = 0,
+                                                  "folder or a .safetensors checkpoint (default: the bundled model).")] = survey.SurveyConfig.model,
+    n: Annotated[int, typer.Option("--n", min=1, help="Scored trials (test photos).")] = survey.SurveyConfig.n,
+    exposure: Annotated[float, typer.Option("--exposure", help="Seconds both photos are shown.")] = survey.SurveyConfig.exposure,
+    seed: Annotated[int, typer.Option("--seed", help="Photo choice, trial order and sides (recorded in study.json).")] = survey.SurveyConfig.seed,
+    practice: Annotated[int, typer.Option("--practice", min=0, help="Practice trials first, with feedback, not recorded.")] = survey.SurveyConfig.practice,
     vigilance: Annotated[int, typer.Option("--vigilance", min=0, help="Trials with an obviously wrong (hue-flipped) "
-                                                                      "photo, recorded in vigilance.csv.")] = 0,
+                                                                      "photo, recorded in vigilance.csv.")] = survey.SurveyConfig.vigilance,
 ) -> None:
     """Build a study folder from N colorized test photos.
 
     The folder is self-contained (page, images, answer key; no network): each trial shows the
     colorized and the real photo side by side for EXPOSURE seconds, hides them and asks which
     was real."""
-    from colorize_cli.survey import SurveyConfig, build_study
-
-    cfg = SurveyConfig(n=n, exposure=exposure, seed=seed, practice=practice, vigilance=vigilance)
-    r = build_study(data, out, model, cfg, warn=lambda m: console.print(f"[yellow]{escape(m)}[/yellow]", soft_wrap=True))
-    extra = "".join(f", {k} {w}" for k, w in ((r.vigilance, "vigilance"), (r.practice, "practice")) if k)
-    console.print(f"built {escape(str(r.out))}: {r.trials} trials{extra}, {exposure:g} s exposure"
-                  + (f"; {len(r.skipped)} files skipped" if r.skipped else ""), soft_wrap=True)
-    console.print(f"run it: colorize survey serve {escape(str(r.out))}   "
-                  f"(or open {escape(str(r.out / 'index.html'))} and collect the downloaded CSVs)", soft_wrap=True)
+    cfg = survey.SurveyConfig(model=model, n=n, exposure=exposure, seed=seed, practice=practice, vigilance=vigilance)
+    survey.render_build(survey.build_study(data, out, cfg, console), console)
 
 
 @survey_app.command("serve")
 def survey_serve(
     study: Annotated[Path, typer.Argument(metavar="STUDY", help="A folder built by `colorize survey`.")],
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = survey.ServeConfig.port,
 ) -> None:
     """Serve a study on 127.0.0.1, appending answers to STUDY/votes.csv.
 
     votes.csv is the long format `colorize evaluate` reads; vigilance answers go to
     STUDY/vigilance.csv. One server per study at a time: a second is refused."""
-    from colorize_cli.survey import serve
-
-    serve(study, port, log=lambda m: console.print(escape(m), soft_wrap=True))
+    survey.render_serve(survey.serve(study, survey.ServeConfig(port=port), console), console)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -358,6 +372,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e} (run with --debug for the traceback)"
         # One line always: control characters from file contents or names are shown escaped.
-        msg = "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+        msg = one_line(msg)
         console.print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)
         sys.exit(1)

@@ -7,18 +7,19 @@ Colour spaces (both scaled so every network input and output lies in [-1, 1]):
   kept; the network only supplies colour.
 - "rgb" (the original project): input gray/127.5 - 1, output R, G, B likewise.
 Either way `decode_output` finishes with `lock_luma`, so the 8-bit output's BT.601 luma
-(Pillow's mode "L", see `to_uint8_exact`) equals the gray input exactly.
+(Pillow's mode "L", see `to_uint8_exact`) equals the gray input exactly. `hue_flip` uses the
+same maths to make the survey's obviously wrong photos.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-Space = Literal["lab", "rgb"]
+from colorize_cli.colorspace import Space
+
 AB_SCALE = 110.0
 
 # Kept in float64 and inverted there: cast to the data's dtype only at use, so a float64
@@ -129,3 +130,15 @@ def to_uint8_exact(rgb: np.ndarray, gray: np.ndarray) -> np.ndarray:
     miss = luma != g
     out[miss] = g[miss][:, None]
     return out.astype(np.uint8)
+
+
+def hue_flip(real: Image.Image) -> Image.Image:
+    """The photo with every hue turned 180 degrees (a*, b* negated in CIELAB) and its luma kept
+    exactly: blue sky turns orange, green turns magenta. No attentive viewer takes it for a
+    real photo (the survey's vigilance trials)."""
+    rgb = torch.from_numpy(np.asarray(real, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    gray_u8 = np.asarray(real.convert("L"))
+    gray = torch.from_numpy(gray_u8.astype(np.float32) / 255.0)[None, None]
+    lab = rgb_to_lab(rgb)
+    flipped = lock_luma(lab_to_rgb(torch.cat([lab[:, :1], -lab[:, 1:]], dim=1)), gray)
+    return Image.fromarray(to_uint8_exact(flipped[0].permute(1, 2, 0).numpy(), gray_u8))

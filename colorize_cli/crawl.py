@@ -2,15 +2,12 @@
 
 Design: icrawler 0.6.10 supplies what changes when the engines change, namely the query
 filter codes (its Feeders' `get_filter`) and the result-page parsers (BingParser,
-BaiduParser, GoogleParser, FlickrParser). The fetching is ours, for pages and images alike,
-because icrawler's downloader cannot give the guarantees a crawler of the open web needs:
-it reads whole bodies into memory with `requests` (no byte limit), its timeout applies to
-each socket read (a server trickling one byte a second never times out), it follows
-up to 30 redirects, it takes file extensions from the URL, and it counts downloads
-rather than images that pass our filters. Here every fetch has a hard wall-clock deadline
-(a watchdog shuts the socket), a byte cap checked while reading, http/https only (redirects
-to any other scheme are refused, at most MAX_REDIRECTS hops), and saved names are our own
-numbers plus an extension from the decoded format.
+BaiduParser, GoogleParser, FlickrParser). The fetching is ours (`fetch`), for pages and images
+alike, because icrawler's downloader cannot give the guarantees a crawler of the open web
+needs: no byte limit, a timeout per socket read rather than per download, up to 30
+redirects, file extensions taken from the URL, and downloads counted rather than images
+that pass our filters. Saved names are our own numbers plus an extension from the decoded
+format.
 
 Each URL is downloaded and judged in a worker thread; the main thread alone decides
 duplicates, numbers and writes kept files, and writes `manifest.csv` atomically, so a crash
@@ -21,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import hashlib
-import http.client
 import io
 import logging
 import re
@@ -32,24 +27,25 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urljoin, urlsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from colorize_cli.errors import UserError
-from colorize_cli.files import atomic_path, exclusive_lock, write_bytes_atomic
+from colorize_cli.fetch import FetchError, FetchTimeout, Limits, TooManyBytes, fetch, request_target
+from colorize_cli.files import exclusive_lock, write_bytes_atomic, write_csv_atomic
 from colorize_cli.imageio import GRAYSCALE_COLORFULNESS, ImageError, is_grayscale, open_image
+from colorize_cli.terminal import plural, progress_bar, warning
 
 # Search endpoints (module constants so that tests can point them at a local server).
 BING_URL = "https://www.bing.com/images/async"
@@ -57,7 +53,6 @@ BAIDU_URL = "https://image.baidu.com/search/acjson"
 GOOGLE_URL = "https://www.google.com/search"
 FLICKR_URL = "https://api.flickr.com/services/rest/"
 
-MAX_REDIRECTS = 5
 MAX_PAGE_BYTES = 10 * 2**20
 RESULT_LIMIT = 1000  # Bing, Baidu and Google serve no results past the first 1000
 DRY_PAGES = 2  # consecutive result pages with no new URL: the engine has run dry
@@ -71,9 +66,8 @@ PHASH_NEAR = 8
 
 MANIFEST = "manifest.csv"
 LOCK = ".crawl.lock"  # one crawl per folder at a time (files.exclusive_lock)
-# Connection errors that mean this machine has no route at all, rather than a server that said no.
-NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
 PROBE_TIMEOUT = 5.0  # seconds to connect to another engine before calling the network down
+SAVE_EVERY = 2.0  # seconds: the manifest is written at least this often while rejects come in
 COLUMNS = ("file", "url", "engine", "width", "height", "sha256", "status", "detail", "phash")
 # Pillow format -> suffix of the saved file (MPO: a camera JPEG with extra frames).
 SAVED_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
@@ -82,7 +76,6 @@ SAVED_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", 
 _ICRAWLER_LOG = logging.getLogger("colorize_cli.crawl.icrawler")
 _ICRAWLER_LOG.addHandler(logging.NullHandler())
 _ICRAWLER_LOG.propagate = False
-USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 
 
 class Engine(str, Enum):
@@ -121,19 +114,17 @@ class Status(str, Enum):
 
 @dataclass(frozen=True)
 class CrawlConfig:
-    keyword: str
-    num: int = 125
+    """`colorize crawl`'s options (the keyword is `run`'s own argument)."""
+
+    num: int = 125  # usable images wanted in the folder
     out: Path = Path("data/raw")
-    engine: Engine = Engine.BING
+    engine: Engine = Engine.BING  # the command line picks Engine.URLS instead when given a URL list
     urls_file: Path | None = None
     min_size: int = 256
     threads: int = 4
     license: License = License.ANY
     photos_only: bool = True
-    max_bytes: int = 20 * 2**20
-    timeout: float = 20.0  # seconds per download, redirects and retries included
-    retries: int = 2  # extra tries after a 5xx/429 answer or a dropped connection
-    retry_wait: float = 0.5  # seconds before the first extra try, doubling after
+    limits: Limits = Limits()
     flickr_key: str | None = None
 
 
@@ -153,6 +144,10 @@ class CrawlReport:
     def kept_total(self) -> int:
         return self.kept_before + self.counts[Status.KEPT]
 
+    @property
+    def rejected(self) -> int:
+        return self.counts.total() - self.counts[Status.KEPT]
+
 
 def slugify(keyword: str) -> str:
     """Folder name for a keyword: lowercase words joined by '-', never empty, '.' or '..'."""
@@ -170,126 +165,10 @@ def parse_size(text: str | int) -> int:
     return int(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " ")
 
 
-# ---------------------------------------------------------------------------------------
-# Fetching with hard limits
-
-
-class FetchError(Exception):
-    """`network`: no server was reached at all (the name did not resolve, or there is no route)."""
-
-    def __init__(self, status: Status, detail: str, retry: bool = False, network: bool = False):
-        super().__init__(detail)
-        self.status, self.detail, self.retry, self.network = status, detail, retry, network
-
-
-def _request_target(url: str) -> tuple[str, str, int | None, str]:
-    """(scheme, ASCII host, port, path?query) of an http(s) URL; FetchError otherwise."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-        host = (parts.hostname or "").encode("idna").decode("ascii")
-    except (ValueError, UnicodeError) as e:
-        raise FetchError(Status.FAILED, f"bad URL ({e})") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise FetchError(Status.FAILED, "not an http(s) URL")
-    safe = "/%:@!$&'()*+,;=-._~"
-    target = quote(parts.path or "/", safe=safe) + ("?" + quote(parts.query, safe=safe + "?") if parts.query else "")
-    return parts.scheme, host, port, target
-
-
-def _watch(sock: socket.socket, deadline: float, done: threading.Event, stop: threading.Event) -> None:
-    """Watchdog thread: at the deadline, or when the crawl stops (Ctrl-C), shut the socket so
-    that the blocked read in the downloading thread fails at once."""
-    while not done.wait(min(0.25, max(0.0, deadline - time.monotonic()))):
-        if stop.is_set() or time.monotonic() >= deadline:
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain-socket method, also under TLS
-            return
-
-
-def _get_once(url: str, max_bytes: int, deadline: float, headers: dict[str, str], stop: threading.Event) -> bytes:
-    """One attempt. Redirects are followed here, not by a library, so that every hop is checked."""
-    for _ in range(MAX_REDIRECTS + 1):
-        scheme, host, port, target = _request_target(url)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise FetchError(Status.TIMEOUT, "time limit reached")
-        conn_cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(host, port, timeout=left)
-        try:
-            conn.connect()
-            done = threading.Event()
-            threading.Thread(target=_watch, args=(conn.sock, deadline, done, stop), daemon=True).start()
-            try:
-                conn.request("GET", target, headers=headers)
-                resp = conn.getresponse()
-                if resp.status in (301, 302, 303, 307, 308):
-                    location = resp.getheader("Location")
-                    if not location:
-                        raise FetchError(Status.FAILED, f"HTTP {resp.status} redirect without a Location")
-                    new = urljoin(url, location.strip())
-                    if (scheme := urlsplit(new).scheme) not in ("http", "https"):
-                        raise FetchError(Status.FAILED, f"redirect to {scheme or 'a non-http'}: URL refused")
-                    url = new
-                    continue
-                if resp.status != 200:
-                    raise FetchError(Status.FAILED, f"HTTP {resp.status} {resp.reason}".strip(),
-                                     retry=resp.status >= 500 or resp.status == 429)
-                declared = resp.getheader("Content-Length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise FetchError(Status.TOO_MANY_BYTES, f"{int(declared)} bytes announced, limit {max_bytes}")
-                body = bytearray()
-                while chunk := resp.read1(1 << 16):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise FetchError(Status.TOO_MANY_BYTES, f"more than {max_bytes} bytes")
-                if time.monotonic() >= deadline:  # the watchdog's shutdown reads as end of data
-                    raise FetchError(Status.TIMEOUT, "time limit reached")
-                return bytes(body)
-            finally:
-                done.set()
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            if stop.is_set():
-                raise FetchError(Status.FAILED, "crawl interrupted") from None
-            if isinstance(e, TimeoutError) or time.monotonic() >= deadline:
-                raise FetchError(Status.TIMEOUT, "time limit reached") from None
-            if isinstance(e, socket.gaierror):
-                raise FetchError(Status.FAILED, f"cannot resolve {host} ({e.strerror})", network=True) from None
-            if isinstance(e, OSError) and e.errno in NO_ROUTE:
-                raise FetchError(Status.FAILED, f"cannot reach {host} ({e.strerror})", network=True) from None
-            if isinstance(e, ConnectionRefusedError):
-                raise FetchError(Status.FAILED, f"connection refused by {host}:{conn.port}") from None
-            dropped = isinstance(e, (ConnectionResetError, http.client.RemoteDisconnected))
-            raise FetchError(Status.FAILED, f"{type(e).__name__}: {e}".rstrip(": "), retry=dropped) from None
-        finally:
-            conn.close()
-    raise FetchError(Status.FAILED, f"more than {MAX_REDIRECTS} redirects")
-
-
-def fetch(url: str, cfg: CrawlConfig, max_bytes: int | None = None, referer: str | None = None,
-          stop: threading.Event | None = None) -> bytes:
-    """GET url within cfg.timeout seconds in all and max_bytes (default cfg.max_bytes); FetchError else.
-
-    5xx/429 answers and dropped connections are retried (cfg.retries) while time is left.
-    Setting `stop` ends the download early (FetchError).
-    """
-    stop = stop or threading.Event()
-    deadline = time.monotonic() + cfg.timeout
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"}
-    if referer:
-        headers["Referer"] = referer
-    for attempt in range(cfg.retries + 1):
-        try:
-            return _get_once(url, cfg.max_bytes if max_bytes is None else max_bytes, deadline, headers, stop)
-        except FetchError as e:
-            if e.status is Status.TIMEOUT:
-                raise FetchError(Status.TIMEOUT, f"no complete answer within {cfg.timeout:g} s") from None
-            pause = cfg.retry_wait * 2**attempt
-            if not e.retry or attempt == cfg.retries or time.monotonic() + pause >= deadline:
-                raise
-            if stop.wait(pause):
-                raise FetchError(Status.FAILED, "crawl interrupted") from None
-    raise AssertionError("unreachable")
+def format_size(n: int) -> str:
+    """The shortest text parse_size reads back as n bytes: 20971520 -> '20M'."""
+    exponent = next(e for e in (3, 2, 1, 0) if n % 1024**e == 0)
+    return f"{n // 1024**exponent}{' KMG'[exponent].strip()}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,12 +202,21 @@ class Judged:
     network: bool = False  # its server was never reached (FetchError.network)
 
 
+def _fetch_status(e: FetchError) -> Status:
+    """The manifest's name for a failed download."""
+    if isinstance(e, FetchTimeout):
+        return Status.TIMEOUT
+    if isinstance(e, TooManyBytes):
+        return Status.TOO_MANY_BYTES
+    return Status.FAILED
+
+
 def judge(url: str, cfg: CrawlConfig, stop: threading.Event) -> Judged:
     """Download url and apply every filter that needs only this image (worker threads)."""
     try:
-        data = fetch(url, cfg, stop=stop)
+        data = fetch(url, cfg.limits, stop=stop)
     except FetchError as e:
-        return Judged(url, e.status, e.detail, network=e.network)
+        return Judged(url, _fetch_status(e), e.detail, network=e.network)
     sha = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():  # the explicit pixel check below decides, not the warning
@@ -378,11 +266,11 @@ class _Page:
 class _Session:
     """Stands in for the `requests` session FlickrParser uses for its per-photo calls."""
 
-    def __init__(self, cfg: CrawlConfig):
-        self.cfg = cfg
+    def __init__(self, limits: Limits):
+        self.limits = limits
 
     def get(self, url: str, **_: Any) -> _Page:
-        return _Page(fetch(url, self.cfg, MAX_PAGE_BYTES))
+        return _Page(fetch(url, self.limits, MAX_PAGE_BYTES))
 
 
 _BING_LICENSE = {License.CC: "creativecommons", License.PUBLIC_DOMAIN: "publicdomain",
@@ -409,7 +297,7 @@ def _color_photos(cfg: CrawlConfig, licenses: dict[License, str]) -> dict[str, s
     return ({"type": "photo"} if cfg.photos_only else {}) | {"color": "color"} | _license_filter(cfg, licenses)
 
 
-def _search(cfg: CrawlConfig) -> tuple[Any, Iterator[str], dict[str, Any]]:
+def _search(keyword: str, cfg: CrawlConfig) -> tuple[Any, Iterator[str], dict[str, Any]]:
     """(icrawler parser, result-page URLs, extra parse() arguments) for a search engine."""
     # icrawler (requests, bs4, lxml) is imported only when a search engine is used.
     from icrawler.builtin.baidu import BaiduFeeder, BaiduParser
@@ -418,8 +306,8 @@ def _search(cfg: CrawlConfig) -> tuple[Any, Iterator[str], dict[str, Any]]:
     from icrawler.builtin.google import GoogleFeeder, GoogleParser
     from icrawler.utils import Signal
 
-    kw = cfg.keyword.strip()
-    session = _Session(cfg)
+    kw = keyword.strip()
+    session = _Session(cfg.limits)
     if cfg.engine is Engine.BING:
         qft = BingFeeder(1, Signal(), session).get_filter().apply(_color_photos(cfg, _BING_LICENSE))
         pages = (f"{BING_URL}?q={quote_plus(kw)}&first={i}&qft={qft}" for i in range(0, RESULT_LIMIT, 20))
@@ -467,7 +355,7 @@ class Source:
     reason when that was a result page whose server could not be reached at all.
     """
 
-    def __init__(self, cfg: CrawlConfig):
+    def __init__(self, keyword: str, cfg: CrawlConfig):
         self.cfg = cfg
         self.stop = ""
         self.unreached = ""
@@ -478,30 +366,22 @@ class Source:
         else:
             if cfg.urls_file is not None:
                 raise UserError(f"--urls is only used with --engine urls, not --engine {cfg.engine.value}")
-            self._parser, self._pages, self._parse_args = _search(cfg)
+            self._parser, self._pages, self._parse_args = _search(keyword, cfg)
             self._parser.logger = _ICRAWLER_LOG
 
     def __iter__(self) -> Iterator[str]:
         seen: set[str] = set()
         if self.cfg.engine is Engine.URLS:
-            for url in self._urls:
-                if url not in seen:
-                    seen.add(url)
-                    yield url
-            self.stop = f"{self.cfg.urls_file} lists {len(seen)} URL{'s' * (len(seen) != 1)}"
+            yield from _unseen(self._urls, seen)
+            self.stop = f"{self.cfg.urls_file} lists {plural(len(seen), 'URL')}"
             return
         dry = pages = 0
         for page_url in self._pages:
             new = 0
             try:
-                referer = "{0.scheme}://{0.netloc}".format(urlsplit(page_url))
-                page = _Page(fetch(page_url, self.cfg, MAX_PAGE_BYTES, referer=referer))
-                for task in self._parser.parse(page, **self._parse_args) or ():  # lazily: Flickr calls per photo
-                    url = task.get("file_url") if isinstance(task, dict) else None
-                    if isinstance(url, str) and url not in seen:
-                        seen.add(url)
-                        new += 1
-                        yield url
+                for url in _unseen(self._results(page_url), seen):
+                    new += 1
+                    yield url
             except FetchError as e:
                 self.stop = f"result page {pages + 1} failed: {e.detail}"
                 self.unreached = e.detail if e.network else ""
@@ -513,7 +393,25 @@ class Source:
             dry = 0 if new else dry + 1
             if dry >= DRY_PAGES:
                 break
-        self.stop = f"no more results after {pages} result page{'s' * (pages != 1)}"
+        self.stop = f"no more results after {plural(pages, 'result page')}"
+
+    def _results(self, page_url: str) -> Iterator[str]:
+        """The image URLs on one result page, as the parser finds them (lazily: Flickr's parser
+        makes a call per photo)."""
+        referer = "{0.scheme}://{0.netloc}".format(urlsplit(page_url))
+        page = _Page(fetch(page_url, self.cfg.limits, MAX_PAGE_BYTES, referer=referer))
+        for task in self._parser.parse(page, **self._parse_args) or ():
+            url = task.get("file_url") if isinstance(task, dict) else None
+            if isinstance(url, str):
+                yield url
+
+
+def _unseen(urls: Iterable[str], seen: set[str]) -> Iterator[str]:
+    """The URLs not in `seen`, each once (added to `seen` as they pass)."""
+    for url in urls:
+        if url not in seen:
+            seen.add(url)
+            yield url
 
 
 # ---------------------------------------------------------------------------------------
@@ -530,7 +428,7 @@ class Folder:
     def __init__(self, path: Path):
         self.path = path
         self.manifest = path / MANIFEST
-        self.rows: dict[str, dict[str, str]] = {}
+        self.rows: dict[str, dict[str, str]] = _read_manifest(self.manifest)  # URL -> row
         self.seen_sha: dict[str, str] = {}  # sha256 -> file, for kept and removed files
         self.seen_hash: list[tuple[int, str]] = []  # (pHash, file)
         self.kept = 0
@@ -538,18 +436,7 @@ class Folder:
         self._load()
 
     def _load(self) -> None:
-        if self.manifest.exists():
-            try:
-                with open(self.manifest, newline="", encoding="utf-8") as f:
-                    reader = csv.DictReader(f)
-                    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-                    if missing:
-                        raise UserError(f"{self.manifest}: not a colorize crawl manifest "
-                                        f"(missing columns: {', '.join(missing)})")
-                    for row in reader:
-                        self.rows[row["url"]] = {c: row[c] or "" for c in COLUMNS}
-            except (OSError, UnicodeDecodeError, csv.Error) as e:
-                raise UserError(f"{self.manifest}: cannot read the manifest ({e})") from None
+        """Kept files, their hashes and the next free number, from the rows and the folder."""
         numbers = [int(m.group(1)) for p in self.path.iterdir() if (m := re.fullmatch(r"(\d{6})\.\w+", p.name))]
         for row in self.rows.values():
             if row["status"] in (Status.KEPT.value, Status.REMOVED.value):
@@ -596,10 +483,7 @@ class Folder:
         while any(self.path.glob(f"{self.next_number:06d}.*")):
             self.next_number += 1
         name = f"{self.next_number:06d}{suffix}"
-        try:
-            write_bytes_atomic(self.path / name, data)
-        except OSError as e:
-            raise UserError(f"{self.path / name}: cannot write ({e.strerror or e})") from None
+        write_bytes_atomic(self.path / name, data)
         self.next_number += 1
         return name
 
@@ -607,116 +491,165 @@ class Folder:
         """Write the manifest; a folder where nothing was ever tried gets none (not an empty one)."""
         if not self.rows and not self.manifest.exists():
             return
-        try:
-            with atomic_path(self.manifest) as tmp:
-                with open(tmp, "w", newline="", encoding="utf-8") as f:
-                    writer = csv.DictWriter(f, fieldnames=COLUMNS)
-                    writer.writeheader()
-                    writer.writerows(self.rows.values())
-        except OSError as e:
-            raise UserError(f"{self.manifest}: cannot write ({e.strerror or e})") from None
+        write_csv_atomic(self.manifest, COLUMNS, ([row[c] for c in COLUMNS] for row in self.rows.values()))
+
+
+def _read_manifest(manifest: Path) -> dict[str, dict[str, str]]:
+    """The manifest's rows by URL ({} before the first crawl); a file of another shape is refused."""
+    if not manifest.exists():
+        return {}
+    try:
+        with open(manifest, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UserError(f"{manifest}: not a colorize crawl manifest (missing columns: {', '.join(missing)})")
+            return {row["url"]: {c: row[c] or "" for c in COLUMNS} for row in reader}
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{manifest}: cannot read the manifest ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------
 # The crawl
 
 
-def run(cfg: CrawlConfig, console: Console) -> CrawlReport:
+def run(keyword: str, cfg: CrawlConfig, console: Console) -> CrawlReport:
     """Top OUT/<slug>/ up to cfg.num kept images; progress goes to `console`.
 
     Folders this run makes and leaves empty (nothing tried, or no network) are removed again,
     lock file included, so that a failed first run leaves nothing behind.
     """
-    path = cfg.out / slugify(cfg.keyword)
-    source = Source(cfg)  # option errors surface before anything is made or written
+    path = cfg.out / slugify(keyword)
+    source = Source(keyword, cfg)  # option errors surface before anything is made or written
+    with _folder_removed_if_left_empty(path) as made, exclusive_lock(path, LOCK, "`colorize crawl`"):
+        try:
+            return _crawl(keyword, path, source, cfg, console)
+        finally:  # still holding the lock: no other crawl can be starting in the folder
+            if made:
+                _remove_lone_lock(path)
+
+
+@contextlib.contextmanager
+def _folder_removed_if_left_empty(path: Path) -> Iterator[bool]:
+    """Make `path` and its missing parents; on the way out remove those of them left empty.
+    Yields whether `path` itself was made here."""
     made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{path}: cannot create the folder ({e.strerror or e})") from None
     try:
-        with exclusive_lock(path, LOCK, "`colorize crawl`"):
-            try:
-                return _crawl(path, source, cfg, console)
-            finally:  # still holding the lock: no other crawl can be starting in the folder
-                with contextlib.suppress(OSError):
-                    if made and [p.name for p in path.iterdir()] == [LOCK]:
-                        (path / LOCK).unlink()
+        yield bool(made)
     finally:
         for folder in made:
             with contextlib.suppress(OSError):  # not empty: kept
                 folder.rmdir()
 
 
-def _crawl(path: Path, source: Source, cfg: CrawlConfig, console: Console) -> CrawlReport:
+def _remove_lone_lock(path: Path) -> None:
+    """The lock file of a folder that holds nothing else (so that the folder can go too)."""
+    with contextlib.suppress(OSError):
+        if [p.name for p in path.iterdir()] == [LOCK]:
+            (path / LOCK).unlink()
+
+
+def _crawl(keyword: str, path: Path, source: Source, cfg: CrawlConfig, console: Console) -> CrawlReport:
     folder = Folder(path)
     report = CrawlReport(path, cfg.engine, cfg.num, folder.kept)
     if folder.kept >= cfg.num:
         folder.save()
         return report
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("kept, {task.fields[rejected]} rejected"), TimeElapsedColumn())
+    keeper = _Keeper(folder, report)
     pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="crawl")
     stop = threading.Event()  # set on the way out: downloads still in flight end at once
-    pending: set[Future[Judged]] = set()
-    # URLs whose server could not be reached are held back until some URL's server is: if none
-    # ever is, the network is down, and recording them would mark good URLs as tried for good.
-    # A search engine's URLs come from a result page it served, so its network is known to work.
-    unreached: list[Judged] = []
-    reached = cfg.engine is not Engine.URLS
     try:
-        with Progress(*columns, console=console) as progress:
-            bar = progress.add_task(f"{escape(cfg.keyword)} ({cfg.engine.value})", total=cfg.num,
+        with progress_bar(console, "{task.description}", "kept, {task.fields[rejected]} rejected",
+                          elapsed=True) as progress:
+            bar = progress.add_task(f"{escape(keyword)} ({cfg.engine.value})", total=cfg.num,
                                     completed=folder.kept, rejected=0)
-            urls = iter(source)
-            more, last_save = True, time.monotonic()
-            while True:
-                # Never more downloads in flight than images still missing: none is wasted.
-                while more and len(pending) < min(cfg.threads, cfg.num - folder.kept):
-                    url = next(urls, None)
-                    if url is None:
-                        more = False
-                    else:
-                        report.offered += 1
-                        if folder.is_known(url):
-                            report.known += 1
-                        else:
-                            pending.add(pool.submit(judge, url, cfg, stop))
-                if not pending:
-                    break
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    j = fut.result()
-                    if j.network and not reached:
-                        unreached.append(j)
-                        continue
-                    reached = True
-                    for held in [*unreached, j]:
-                        held = folder.record(held, cfg.engine)
-                        report.counts[held.status] += 1
-                        if held.status is Status.KEPT or time.monotonic() - last_save > 2.0:
-                            folder.save()
-                            last_save = time.monotonic()
-                    unreached.clear()
-                rejected = report.counts.total() - report.counts[Status.KEPT]
-                progress.update(bar, completed=folder.kept, rejected=rejected)
+            for done in _judging(_new_urls(source, folder, report), cfg, folder, pool, stop):
+                keeper.take(fut.result() for fut in done)
+                progress.update(bar, completed=folder.kept, rejected=report.rejected)
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         folder.save()
     report.stop = source.stop
+    report.no_network = _no_network(keeper.unreached, source, report)
+    return report
+
+
+def _new_urls(source: Source, folder: Folder, report: CrawlReport) -> Iterator[str]:
+    """The engine's URLs that are not in the manifest yet; counts those offered and those known."""
+    for url in source:
+        report.offered += 1
+        if folder.is_known(url):
+            report.known += 1
+        else:
+            yield url
+
+
+def _judging(urls: Iterator[str], cfg: CrawlConfig, folder: Folder, pool: ThreadPoolExecutor,
+             stop: threading.Event) -> Iterator[set[Future[Judged]]]:
+    """Judge URLs in the worker threads, yielding the downloads as they finish. Never more in
+    flight than images still missing (read after each yield): none is wasted."""
+    pending: set[Future[Judged]] = set()
+    while True:
+        while len(pending) < min(cfg.threads, cfg.num - folder.kept) and (url := next(urls, None)) is not None:
+            pending.add(pool.submit(judge, url, cfg, stop))
+        if not pending:
+            return
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        yield done
+
+
+class _Keeper:
+    """Records verdicts in the folder and the report.
+
+    URLs whose server could not be reached are held back until some URL's server is: if none
+    ever is, the network is down, and recording them would mark good URLs as tried for good.
+    A search engine's URLs come from a result page it served, so its network is known to work.
+    """
+
+    def __init__(self, folder: Folder, report: CrawlReport) -> None:
+        self.folder, self.report = folder, report
+        self.reached = report.engine is not Engine.URLS
+        self.unreached: list[Judged] = []
+        self.last_save = time.monotonic()
+
+    def take(self, judged: Iterable[Judged]) -> None:
+        for j in judged:
+            if j.network and not self.reached:
+                self.unreached.append(j)
+                continue
+            self.reached = True
+            for held in [*self.unreached, j]:
+                self._record(held)
+            self.unreached.clear()
+
+    def _record(self, j: Judged) -> None:
+        """The verdict into the manifest; saved at once for a kept file, else now and then."""
+        j = self.folder.record(j, self.report.engine)
+        self.report.counts[j.status] += 1
+        if j.status is Status.KEPT or time.monotonic() - self.last_save > SAVE_EVERY:
+            self.folder.save()
+            self.last_save = time.monotonic()
+
+
+def _no_network(unreached: list[Judged], source: Source, report: CrawlReport) -> str:
+    """"no network: ..." when no server could be reached at all, else ""."""
     if unreached:
         first = min(unreached, key=lambda j: j.url)
-        report.no_network = (f"no network: none of the {len(unreached)} URLs could be reached ({first.detail}); "
-                             "nothing was recorded: check the internet connection, then run again")
-    elif source.unreached and not report.offered:
-        others = [_host(url) for engine, url in _endpoints().items() if engine is not cfg.engine]
+        return (f"no network: none of the {len(unreached)} URLs could be reached ({first.detail}); "
+                "nothing was recorded: check the internet connection, then run again")
+    if source.unreached and not report.offered:
+        others = [_host(url) for engine, url in _endpoints().items() if engine is not report.engine]
         with ThreadPoolExecutor(len(others)) as probes:
             if not any(probes.map(_answers, others)):
-                report.no_network = (f"no network: {source.unreached}, nor reach any other engine "
-                                     f"({', '.join(host for host, _ in others)}); "
-                                     "check the internet connection, then run again")
-    return report
+                return (f"no network: {source.unreached}, nor reach any other engine "
+                        f"({', '.join(host for host, _ in others)}); "
+                        "check the internet connection, then run again")
+    return ""
 
 
 def _endpoints() -> dict[Engine, str]:
@@ -725,7 +658,7 @@ def _endpoints() -> dict[Engine, str]:
 
 
 def _host(url: str) -> tuple[str, int]:
-    scheme, host, port, _ = _request_target(url)
+    scheme, host, port, _ = request_target(url)
     return host, port or (443 if scheme == "https" else 80)
 
 
@@ -773,8 +706,22 @@ def shortfall(report: CrawlReport) -> str | None:
     return f"{why}; {_hint(report)}"
 
 
-def print_report(report: CrawlReport, out: Console, err: Console) -> None:
+def render(report: CrawlReport, out: Console, err: Console) -> None:
     """Summary table on `out`; a shortfall (when some images were kept) as a warning on `err`."""
+    if report.kept_before >= report.wanted:
+        err.print(f"{report.kept_before} usable images already in {escape(str(report.folder))}; "
+                  "nothing to download (raise -n to top up).", soft_wrap=True)
+        return
+    if report.no_network:  # nothing was tried: a table of zeros says nothing
+        if report.kept_total:
+            warning(err, report.no_network)
+        return
+    out.print(_table(report))
+    if report.kept_total and (msg := shortfall(report)):
+        warning(err, msg)
+
+
+def _table(report: CrawlReport) -> Table:
     table = Table(title=f"colorize crawl: {escape(str(report.folder))}", title_justify="left")
     table.add_column("result")
     table.add_column("URLs", justify="right")
@@ -784,14 +731,4 @@ def print_report(report: CrawlReport, out: Console, err: Console) -> None:
     if report.known:
         table.add_row("already in manifest", str(report.known), style="dim")
     table.add_row("usable images in folder", f"{report.kept_total} of {report.wanted}", style="bold")
-    if report.kept_before >= report.wanted:
-        err.print(f"{report.kept_before} usable images already in {escape(str(report.folder))}; "
-                  "nothing to download (raise -n to top up).", soft_wrap=True)
-        return
-    if report.no_network:  # nothing was tried: a table of zeros says nothing
-        if report.kept_total:
-            err.print(f"[yellow]warning:[/yellow] {escape(report.no_network)}.", soft_wrap=True)
-        return
-    out.print(table)
-    if report.kept_total and (msg := shortfall(report)):
-        err.print(f"[yellow]warning:[/yellow] {escape(msg)}.", soft_wrap=True)
+    return table

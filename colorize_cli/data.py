@@ -143,6 +143,53 @@ class _Slots:
         return Pairs(color, torch.from_numpy(self.gray[start:stop])[:, None], names)
 
 
+class _PrepOutput:
+    """A prep output's pairs: the split is the folder each pair is in."""
+
+    source = "prep output"
+
+    def __init__(self, root: Path, size: int) -> None:
+        jobs = [(split, p) for split in SPLITS if (root / split).is_dir() for p in list_images(root / split)]
+        self.paths, self._splits, self.size = [p for _, p in jobs], [split for split, _ in jobs], size
+        self.skipped: list[tuple[str, str]] = []
+
+    def read(self, path: Path) -> tuple[np.ndarray, np.ndarray] | str:
+        return _read_pair(path, self.size)
+
+    def splits(self, kept: list[int]) -> dict[int, str]:
+        """The split of each kept image (by its index in `paths`)."""
+        return {k: self._splits[k] for k in kept}
+
+
+class _PhotoFolder:
+    """A folder of photos, paired and split as `colorize prep` would with PrepConfig's defaults:
+    one photo per content (the first by name), the split drawn from the kept photos' hashes."""
+
+    source = "photo folder"
+
+    def __init__(self, root: Path, size: int, pool: ThreadPoolExecutor) -> None:
+        self.prep, self.size = PrepConfig(), size
+        self.skipped: list[tuple[str, str]] = []
+        paths = list_images(root)
+        owner: dict[str, Path] = {}
+        for path, (sha, why) in zip(paths, pool.map(sha256_or_reason, paths)):
+            if why:
+                self.skipped.append((str(path), why))
+            elif sha in owner:
+                self.skipped.append((str(path), f"duplicate of {owner[sha]}"))
+            else:
+                owner[sha] = path
+        self.paths, self._shas = list(owner.values()), list(owner)
+
+    def read(self, path: Path) -> tuple[np.ndarray, np.ndarray] | str:
+        return _read_photo(path, self.size, self.prep.fit)
+
+    def splits(self, kept: list[int]) -> dict[int, str]:
+        """The split of each kept image (by its index in `paths`)."""
+        splits = assign_splits([self._shas[k] for k in kept], self.prep.test_fraction, self.prep.seed)
+        return {k: splits[self._shas[k]] for k in kept}
+
+
 def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
               memory: int | None = None) -> DataSet:
     """Decode DATA (a prep output or a photo folder, see the module docstring) into memory.
@@ -155,55 +202,26 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
         raise UserError(f"{root}: no such folder (expected a prep output or a folder of photos); {PHOTOS_HINT}") from None
     except OSError as e:  # a symlink loop, no permission
         raise UserError(f"{root}: cannot read ({e.strerror or e})") from None
-    workers = workers or usable_cpus()
-    skipped: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(workers) as pool:
-        if is_prep_output(root):
-            source = "prep output"
-            jobs = [(split, p) for split in SPLITS if (root / split).is_dir() for p in list_images(root / split)]
-            candidates = [p for _, p in jobs]
-            split_of: dict[int, str] = {slot: split for slot, (split, _) in enumerate(jobs)}
-
-            def read(path: Path) -> tuple[np.ndarray, np.ndarray] | str:
-                return _read_pair(path, size)
-        else:
-            source = "photo folder"
-            prep = PrepConfig()
-            paths = list_images(root)
-            owner: dict[str, Path] = {}  # one photo per content, the first by name (as prep does)
-            for path, (sha, why) in zip(paths, pool.map(sha256_or_reason, paths)):
-                if why:
-                    skipped.append((str(path), why))
-                elif sha in owner:
-                    skipped.append((str(path), f"duplicate of {owner[sha]}"))
-                else:
-                    owner[sha] = path
-            candidates, shas = list(owner.values()), list(owner)
-            split_of = {}
-
-            def read(path: Path) -> tuple[np.ndarray, np.ndarray] | str:
-                return _read_photo(path, size, prep.fit)
-
+    with ThreadPoolExecutor(workers or usable_cpus()) as pool:
+        found = _PrepOutput(root, size) if is_prep_output(root) else _PhotoFolder(root, size, pool)
         limit = memory if memory is not None else available_memory() // 2
-        slots = _Slots(len(candidates), size, on_disk=len(candidates) * size * size * 4 > limit)
-        kept: list[int] = []
-        for slot, (path, result) in enumerate(zip(candidates, pool.map(read, candidates))):
+        slots = _Slots(len(found.paths), size, on_disk=len(found.paths) * size * size * 4 > limit)
+        skipped, kept = list(found.skipped), []
+        for slot, (path, result) in enumerate(zip(found.paths, pool.map(found.read, found.paths))):
             if isinstance(result, str):
                 skipped.append((str(path), result))
             else:
                 slots.put(slot, result)
                 kept.append(slot)
-    if source == "photo folder":
-        splits = assign_splits([shas[k] for k in kept], prep.test_fraction, prep.seed)
-        split_of = {k: splits[shas[k]] for k in kept}
+    split_of = found.splits(kept)
     by_split = {s: [k for k in kept if split_of[k] == s] for s in SPLITS}
     slots.arrange(by_split["train"] + by_split["test"])
     n_train, n_test = len(by_split["train"]), len(by_split["test"])
-    train = slots.pairs(0, n_train, [candidates[k].name for k in by_split["train"]])
-    test = slots.pairs(n_train, n_train + n_test, [candidates[k].name for k in by_split["test"]])
+    train = slots.pairs(0, n_train, [found.paths[k].name for k in by_split["train"]])
+    test = slots.pairs(n_train, n_train + n_test, [found.paths[k].name for k in by_split["test"]])
     if not len(train):
-        raise UserError(f"{root}: no usable training images ({source}); {PHOTOS_HINT}")
+        raise UserError(f"{root}: no usable training images ({found.source}); {PHOTOS_HINT}")
     if not len(test):
         raise UserError(f"{root}: no test images, so nothing to measure progress on; "
-                        "make a split with `colorize prep --test-fraction 0.2`")
-    return DataSet(train, test, size, source, skipped, slots.on_disk)
+                        f"make a split with `colorize prep --test-fraction {PrepConfig.test_fraction:g}`")
+    return DataSet(train, test, size, found.source, skipped, slots.on_disk)

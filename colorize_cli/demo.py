@@ -27,9 +27,11 @@ from rich.table import Table
 from skimage import data
 
 from colorize_cli import metrics
+from colorize_cli.device import Device
 from colorize_cli.errors import UserError
 from colorize_cli.files import sha256_file, write_bytes_atomic
 from colorize_cli.imageio import save_image, to_gray
+from colorize_cli.terminal import BASELINE_LEGEND
 
 # The colour photographs scikit-image bundles in its wheel (the others need a download).
 SAMPLES: tuple[tuple[str, Callable[[], np.ndarray]], ...] = (
@@ -48,6 +50,16 @@ MARGIN, GAP = 16, 8
 INK, PAPER, FAINT = (30, 30, 30), (255, 255, 255), (110, 110, 110)
 # (metrics.score key, format) for the table and the page
 SCORES = (("psnr", ".2f"), ("ssim", ".3f"), ("ciede2000", ".2f"), ("colorfulness_ratio", ".0%"))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`colorize demo`'s options."""
+
+    out: Path = Path("demo")  # of its files, only those the demo wrote are replaced
+    size: int | None = None  # working size; None: the model's
+    limit: int | None = None  # only the first N sample photos
+    device: Device = "auto"
 
 
 @dataclass
@@ -72,10 +84,6 @@ def image_name(sample: str, panel: str) -> str:
 
 def load_samples(limit: int | None) -> list[tuple[str, Image.Image]]:
     return [(name, Image.fromarray(load()).convert("RGB")) for name, load in SAMPLES[:limit]]
-
-
-def _float(img: Image.Image) -> np.ndarray:
-    return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
 
 
 # --- the output folder -----------------------------------------------------------------
@@ -199,21 +207,33 @@ def table(samples: list[Sample]) -> Table:
 # --- the command -----------------------------------------------------------------------
 
 
-def run(out: Path, *, size: int | None = None, limit: int | None = None, device: str = "auto",
-        console: Console | None = None) -> list[Sample]:
-    """Colorize the samples, write OUT/images/*, OUT/contact-sheet.png, OUT/index.html, print the table."""
-    from colorize_cli.infer import Colorizer  # torch loads after the cheap checks
+@dataclass
+class DemoReport:
+    samples: list[Sample]
+    out: Path
+    model: str  # the checkpoint
+    device: str
+    seconds: float
 
-    console = console or Console(stderr=True, highlight=False)
+
+def run(cfg: DemoConfig) -> DemoReport:
+    """Colorize the samples; write OUT/images/*, OUT/contact-sheet.png and OUT/index.html
+    (nothing to show while it works: a few photos take seconds)."""
     started = time.perf_counter()
-    originals = load_samples(limit)
+    out = cfg.out
+    originals = load_samples(cfg.limit)
     names = [image_name(n, p) for n, _ in originals for p in PANELS] + [SHEET, PAGE]
     manifest = check_out(out, names)
-    colorizer = Colorizer.load(None, device=device, size=size)
+    from colorize_cli.colorizer import Colorizer  # torch loads after the cheap checks
+
+    colorizer = Colorizer.load(None, device=cfg.device, size=cfg.size)
     grays = [to_gray(img) for _, img in originals]
     colorized = colorizer.colorize_batch(grays)
-    samples = [Sample(name, img, gray, col, metrics.score(_float(col), _float(img)), metrics.score(_float(gray), _float(img)))
-               for (name, img), gray, col in zip(originals, grays, colorized)]
+    samples = []
+    for (name, img), gray, col in zip(originals, grays, colorized):
+        truth = metrics.as_rgb01(img)
+        samples.append(Sample(name, img, gray, col, metrics.score(metrics.as_rgb01(col), truth),
+                              metrics.score(metrics.as_rgb01(gray), truth)))
     title = f"colorize demo: bundled beach model, working size {colorizer.size} px"
     for s in samples:
         for p, img in zip(PANELS, s.panels()):
@@ -222,11 +242,13 @@ def run(out: Path, *, size: int | None = None, limit: int | None = None, device:
     write_bytes_atomic(out / PAGE, page(samples, title).encode())
     manifest.update({n: sha256_file(out / n) for n in names})
     write_bytes_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    stdout = Console(highlight=False)
-    stdout.print(table(samples))
-    stdout.print("gray: the gray photo itself as the prediction.  \u2191/\u2193: higher/lower is better.\n"
-                 "colorfulness: Hasler-Suesstrunk, as a share of the original photo's.")
-    elapsed = time.perf_counter() - started
-    console.print(f"wrote {escape(str(out / PAGE))}, {escape(str(out / SHEET))} and {3 * len(samples)} images "
-                  f"in {elapsed:.1f} s (model {escape(colorizer.source)} on {colorizer.device})", soft_wrap=True)
-    return samples
+    return DemoReport(samples, out, colorizer.source, str(colorizer.device), time.perf_counter() - started)
+
+
+def render(report: DemoReport, out: Console, err: Console) -> None:
+    """The scores table on `out`; what was written where on `err`."""
+    out.print(table(report.samples))
+    out.print(f"{BASELINE_LEGEND}\ncolorfulness: Hasler-Suesstrunk, as a share of the original photo's.")
+    err.print(f"wrote {escape(str(report.out / PAGE))}, {escape(str(report.out / SHEET))} and "
+              f"{3 * len(report.samples)} images in {report.seconds:.1f} s (model {escape(report.model)} on "
+              f"{report.device})", soft_wrap=True)

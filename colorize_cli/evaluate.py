@@ -1,4 +1,5 @@
-"""Numerical evaluation: how far colorized photos are from the real ones, next to the gray baseline.
+"""`colorize evaluate`: how far colorized photos are from the real ones, next to the gray
+baseline; or, for a file of votes, the perceptual study's statistics (`votes`).
 
 Two sources of (prediction, truth) pairs:
 - `compare_folders(PRED, TRUTH)`: two folders matched by file stem (what `colorize infer`
@@ -13,7 +14,6 @@ and every number needs that reference to be read.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -26,14 +26,15 @@ import numpy as np
 from PIL import Image, ImageOps
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from colorize_cli import metrics, votes
+from colorize_cli.device import Device
 from colorize_cli.errors import UserError
-from colorize_cli.files import atomic_path, path_text
+from colorize_cli.files import path_text, write_csv_atomic
 from colorize_cli.imageio import ImageError, list_images, open_image, to_gray
 from colorize_cli.pairs import RESAMPLE, fit_image, read_pair
+from colorize_cli.terminal import BASELINE_LEGEND, plural, progress_bar, skipped
 
 # (key in metrics.score, label, +1 higher is better / -1 lower is better / 0 neither)
 METRICS: tuple[tuple[str, str, int], ...] = (
@@ -51,6 +52,19 @@ SCORE_KEYS = tuple(k for k, _, _ in METRICS) + ("colorfulness_truth",)
 # Skipped images listed on the terminal; a truth folder much larger than the predictions
 # would otherwise print a line for every photo without a prediction.
 SHOW_SKIPPED = 10
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`colorize evaluate`'s options (TARGET is `run`'s own argument)."""
+
+    truth: Path | None = None  # the real photos: TARGET is a folder of predictions
+    model: Path | None = None  # run folder or checkpoint for A|B pairs; None: the bundled model
+    device: Device = "auto"
+    csv: Path | None = None  # per-image scores
+    overwrite: bool = False  # let `csv` replace a file
+    as_json: bool = False  # a machine-readable summary instead of tables
+    top: int = 5  # votes: how many of the most fooling images to list
 
 
 @dataclass(frozen=True)
@@ -104,17 +118,14 @@ class Evaluation:
         """One row per scored image: model metrics, then the gray baseline's (`gray_` prefix)."""
         model_keys = [k for k, _, _ in METRICS] + ["colorfulness_truth"]
         gray_keys = [k for k, _, _ in METRICS]
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["image", "width", "height", "fitted", *model_keys, *(f"gray_{k}" for k in gray_keys)])
-            for s in self.scores:
-                w.writerow([path_text(s.name), s.width, s.height, int(s.fitted),
-                            *(_num(s.model[k]) for k in model_keys), *(_num(s.gray[k]) for k in gray_keys)])
+        write_csv_atomic(path, ["image", "width", "height", "fitted", *model_keys, *(f"gray_{k}" for k in gray_keys)],
+                         ([path_text(s.name), s.width, s.height, int(s.fitted), *(_num(s.model[k]) for k in model_keys),
+                           *(_num(s.gray[k]) for k in gray_keys)] for s in self.scores))
 
     def table(self) -> Table:
         """Model next to the gray baseline, mean and median; the better mean is in bold."""
         summ = self.summary()
-        title = f"{len(self.scores)} image{'s' * (len(self.scores) != 1)}"
+        title = plural(len(self.scores), "image")
         if self.skipped:
             title += f" ({len(self.skipped)} skipped)"
         t = Table(title=title, title_justify="left")
@@ -151,10 +162,6 @@ def _fmt(key: str, v: float) -> str:
 # --- scoring ---------------------------------------------------------------------------
 
 
-def _array(img: Image.Image) -> np.ndarray:
-    return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
-
-
 def fit_to(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The truth at the prediction's size as prep makes it (`--fit crop`: centred crop, then
     Lanczos resize), so original photos can be the truth for predictions made from prep's
@@ -173,24 +180,17 @@ def score_pair(name: str, pred: Image.Image, truth: Image.Image, gray: Image.Ima
     truth = fit_to(truth, pred.size)
     if gray is None or gray.size != pred.size:
         gray = to_gray(truth)
-    t = _array(truth)
+    t = metrics.as_rgb01(truth)
     return ImageScore(name=name, width=pred.width, height=pred.height, fitted=fitted,
-                      model=metrics.score(_array(pred), t), gray=metrics.score(_array(gray), t))
+                      model=metrics.score(metrics.as_rgb01(pred), t), gray=metrics.score(metrics.as_rgb01(gray), t))
 
 
-def _progress(total: int, what: str) -> Progress:
-    err = Console(stderr=True)
-    p = Progress(TextColumn(f"[bold]{what}[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                 console=err, transient=True, disable=not err.is_terminal)  # no stray lines in logs
-    p.add_task(what, total=total)
-    return p
-
-
-def _with_progress(items: list, what: str) -> Iterator:
-    with _progress(len(items), what) as p:
+def _with_progress(items: list, what: str, console: Console) -> Iterator:
+    with progress_bar(console, f"[bold]{what}[/bold]", transient=True) as p:
+        task = p.add_task(what, total=len(items))
         for item in items:
             yield item
-            p.advance(p.task_ids[0])
+            p.advance(task)
 
 
 def _by_stem(folder: Path, ev: Evaluation, side: str) -> tuple[dict[str, Path], set[str]]:
@@ -209,7 +209,7 @@ def _by_stem(folder: Path, ev: Evaluation, side: str) -> tuple[dict[str, Path], 
     return unique, ambiguous
 
 
-def compare_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike) -> Evaluation:
+def compare_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, console: Console) -> Evaluation:
     """Score every prediction in `pred_dir` against the truth image with the same file stem."""
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     for d, what in ((pred_dir, "prediction"), (truth_dir, "truth")):
@@ -226,7 +226,7 @@ def compare_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike) -
     common = sorted(preds.keys() & truths.keys())
     if not common:
         raise UserError(f"no file names in common between {pred_dir} and {truth_dir} (images are matched by name without suffix)")
-    for stem in _with_progress(common, "scoring"):
+    for stem in _with_progress(common, "scoring", console):
         try:
             pred, truth = open_image(preds[stem]), open_image(truths[stem])
         except ImageError as e:
@@ -236,7 +236,8 @@ def compare_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike) -
     return ev
 
 
-def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None, device: str = "auto") -> Evaluation:
+def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None, device: Device,
+                   console: Console) -> Evaluation:
     """Colorize the gray half of every A|B pair in `data_dir` and score it against the colour half.
 
     `model`: a run folder or .safetensors checkpoint; None for the bundled model.
@@ -248,9 +249,9 @@ def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None,
     if not paths:
         hint = f" (did you mean {data_dir / 'test'}?)" if (data_dir / "test").is_dir() else ""
         raise UserError(f"{data_dir}: no images in this folder{hint}")
-    from colorize_cli import infer  # torch loads only once a model is needed
+    from colorize_cli.colorizer import Colorizer  # torch loads only once a model is needed
 
-    colorizer = infer.Colorizer.load(model, device=device)
+    colorizer = Colorizer.load(model, device=device)
     ev = Evaluation(kind="model", source={"data": str(data_dir), "checkpoint": colorizer.source})
     batch: list[tuple[str, Image.Image, Image.Image]] = []  # (name, truth, gray)
 
@@ -259,7 +260,7 @@ def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None,
         ev.scores.extend(score_pair(name, out, truth, gray) for (name, truth, gray), out in zip(batch, outs))
         batch.clear()
 
-    for path in _with_progress(paths, "colorizing"):
+    for path in _with_progress(paths, "colorizing", console):
         try:
             truth, gray = read_pair(path)
         except ImageError as e:  # too small pairs too: open_image applies imageio.check_dimensions
@@ -276,28 +277,6 @@ def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None,
 # --- the command -------------------------------------------------------------------------
 
 
-def report(ev: Evaluation, csv_path: Path | None, as_json: bool) -> None:
-    """Skipped images and notes to stderr; the table, or JSON with `as_json`, to stdout."""
-    out, err = Console(highlight=False), Console(stderr=True, highlight=False)
-    for name, reason in ev.skipped[:SHOW_SKIPPED]:
-        err.print(f"[yellow]skipped[/yellow] {escape(path_text(name))}: {escape(path_text(reason))}", soft_wrap=True)
-    if len(ev.skipped) > SHOW_SKIPPED:
-        err.print(f"[yellow]skipped[/yellow] {len(ev.skipped) - SHOW_SKIPPED} more (--json lists them all)")
-    if not ev.scores:
-        raise UserError("no image could be scored (see the reasons above)")
-    if csv_path is not None:
-        ev.write_csv(csv_path)
-        err.print(f"per-image scores written to {escape(path_text(csv_path))} ({len(ev.scores)} rows)", soft_wrap=True)
-    if as_json:
-        print(json.dumps(ev.to_json(), indent=2, allow_nan=False))
-        return
-    out.print(ev.table())
-    fitted = sum(s.fitted for s in ev.scores)
-    if fitted:
-        out.print(f"{fitted} truth image(s) of another size were fitted to the prediction (centre crop, resize).")
-    out.print("gray: the gray photo itself as the prediction.  ↑/↓: higher/lower is better.")
-
-
 def check_csv(path: Path, overwrite: bool) -> None:
     """Refuse a --csv path that would replace a file (without --overwrite) or is a folder, before
     the slow scoring: a checkpoint or photo given as --csv by mistake is never lost."""
@@ -307,22 +286,47 @@ def check_csv(path: Path, overwrite: bool) -> None:
         raise UserError(f"{path}: exists; not overwritten (use --overwrite to replace it)")
 
 
-def run(target: Path, *, truth: Path | None, model: Path | None, device: str, csv_path: Path | None,
-        as_json: bool, top: int, overwrite: bool = False) -> None:
-    """`colorize evaluate TARGET`: a .csv (or .tsv) file is a table of perceptual votes; a folder is scored
-    against `truth` or, without it, taken as A|B pairs and run through the model."""
+def run(target: Path, cfg: EvaluateConfig, console: Console) -> Evaluation | votes.VoteSummary:
+    """A .csv (or .tsv) file is a table of perceptual votes; a folder is scored against
+    `cfg.truth` or, without it, taken as A|B pairs and run through the model. Skipped images
+    and notes go to `console`; the per-image scores to `cfg.csv`."""
     if target.suffix.lower() in (".csv", ".tsv"):
-        if truth is not None or model is not None or csv_path is not None:
+        if cfg.truth is not None or cfg.model is not None or cfg.csv is not None:
             raise UserError(f"{target}: --truth, --model and --csv apply to image folders, not to a votes file")
-        votes.report(target, as_json=as_json, top=top)
-        return
+        return votes.VoteSummary.of(votes.read_votes(target))
     if not target.exists():
         raise UserError(f"{target}: no such file or folder")
     if not target.is_dir():
         raise UserError(f"{target}: expected a folder of images or a .csv file of votes")
-    if truth is not None and model is not None:
+    if cfg.truth is not None and cfg.model is not None:
         raise UserError("give --truth (compare two folders) or --model (run a model on A|B pairs), not both")
-    if csv_path is not None:
-        check_csv(csv_path, overwrite)
-    ev = compare_folders(target, truth) if truth is not None else evaluate_model(target, model, device)
-    report(ev, csv_path, as_json)
+    if cfg.csv is not None:
+        check_csv(cfg.csv, cfg.overwrite)
+    if cfg.truth is not None:
+        ev = compare_folders(target, cfg.truth, console)
+    else:
+        ev = evaluate_model(target, cfg.model, cfg.device, console)
+    for name, reason in ev.skipped[:SHOW_SKIPPED]:
+        skipped(console, f"{path_text(name)}: {path_text(reason)}")
+    if len(ev.skipped) > SHOW_SKIPPED:
+        skipped(console, f"{len(ev.skipped) - SHOW_SKIPPED} more (--json lists them all)")
+    if not ev.scores:
+        raise UserError("no image could be scored (see the reasons above)")
+    if cfg.csv is not None:
+        ev.write_csv(cfg.csv)
+        console.print(f"per-image scores written to {escape(path_text(cfg.csv))} ({len(ev.scores)} rows)", soft_wrap=True)
+    return ev
+
+
+def render(result: Evaluation | votes.VoteSummary, cfg: EvaluateConfig, out: Console) -> None:
+    """The tables on `out`; with `cfg.as_json` the JSON summary instead, as plain text on stdout."""
+    if cfg.as_json:
+        summary = result.to_json(cfg.top) if isinstance(result, votes.VoteSummary) else result.to_json()
+        print(json.dumps(summary, indent=2, allow_nan=False))
+    elif isinstance(result, votes.VoteSummary):
+        votes.render(result, cfg.top, out)
+    else:
+        out.print(result.table())
+        if fitted := sum(s.fitted for s in result.scores):
+            out.print(f"{fitted} truth image(s) of another size were fitted to the prediction (centre crop, resize).")
+        out.print(BASELINE_LEGEND)

@@ -2,20 +2,22 @@
 file hashes, folder locks, paths as UTF-8 text, and how much memory and how many CPUs a
 command may use.
 
-Every output goes through `atomic_path` (or `write_bytes_atomic`, `imageio.save_image`), so a
-crash, Ctrl-C or full disk never leaves half a file where the user had a whole one.
+Every output goes through `atomic_path` (or `write_bytes_atomic`, `write_csv_atomic`,
+`imageio.save_image`), so a crash, Ctrl-C or full disk never leaves half a file where the user
+had a whole one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import hashlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from colorize_cli.errors import UserError
@@ -85,6 +87,23 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A UTF-8 CSV file, header first, written as `atomic_path` writes."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def make_folder(path: Path) -> None:
+    """Make an output folder and its parents; a read-only place or a full disk is one
+    WriteError naming the folder, not the same failure repeated for every file put in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -126,6 +145,12 @@ def exclusive_lock(folder: Path, name: str, what: str) -> Iterator[None]:
         f.write(f"process {os.getpid()}: {path_text(' '.join(sys.argv))}\n")
         f.flush()
         yield
+
+
+def real_path(path: str | os.PathLike) -> Path:
+    """The absolute path with links followed; unlike Path.resolve on Python 3.11 it does not
+    raise for a symlink loop (a bad input, reported when it is read)."""
+    return Path(os.path.realpath(path))
 
 
 def path_text(path: str | os.PathLike) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
 
 def colorfulness(rgb: np.ndarray) -> float:
@@ -115,6 +116,11 @@ def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "colorfulness_truth": cf_truth,
         "colorfulness_ratio": cf_pred / cf_truth if cf_truth > 0 else float("nan"),
     }
+
+
+def as_rgb01(img: Image.Image) -> np.ndarray:
+    """A PIL image as the float RGB array in [0, 1] that every score here takes."""
+    return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
 
 
 def json_safe(obj):

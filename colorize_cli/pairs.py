@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal, get_args
 
 from PIL import Image
 
@@ -23,7 +24,8 @@ from colorize_cli.errors import UserError
 from colorize_cli.files import usable_cpus
 from colorize_cli.imageio import ImageError, list_images, open_image, to_gray
 
-FITS = ("crop", "pad", "stretch")
+Fit = Literal["crop", "pad", "stretch"]  # how a photo of any shape becomes a square (fit_image)
+FITS: tuple[str, ...] = get_args(Fit)
 SPLITS = ("train", "test")
 
 # Letterbox fill for --fit pad. Black: its gray is black too, so A and B agree in the bars and
@@ -42,7 +44,7 @@ class PrepConfig:
     `colorize train` is paired with the defaults."""
 
     size: int = 256
-    fit: str = "crop"
+    fit: Fit = "crop"
     test_fraction: float = 0.2
     seed: int = 0
     workers: int = field(default_factory=usable_cpus)

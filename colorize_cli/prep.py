@@ -23,11 +23,11 @@ from pathlib import Path
 from PIL import Image
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from colorize_cli.errors import UserError
-from colorize_cli.files import atomic_path, ensure_memory, path_text, sha256_or_reason, write_error
+from colorize_cli.files import (ensure_memory, make_folder, path_text, real_path, sha256_or_reason,
+                                write_csv_atomic)
 from colorize_cli.imageio import (
     GRAYSCALE_COLORFULNESS,
     IMAGE_SUFFIXES,
@@ -38,6 +38,7 @@ from colorize_cli.imageio import (
     save_image,
 )
 from colorize_cli.pairs import FITS, SPLITS, PrepConfig, assign_splits, make_pair
+from colorize_cli.terminal import plural, progress_bar, skipped
 
 # PNG zlib level for the pairs. Measured on the shared beach photos at 256 px: level 1 writes
 # 3.3x faster than Pillow's default 6 for files 7.5% larger, and writing PNGs is most of
@@ -75,6 +76,7 @@ class Row:
 
 @dataclass
 class PrepReport:
+    dest: Path
     rows: list[Row]
     made: int  # pairs written this run
     unchanged: int  # pairs that were already there
@@ -129,12 +131,8 @@ def read_csv(path: Path) -> list[Row]:
 
 
 def write_csv(path: Path, rows: Iterable[Row]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_FIELDS)
-        for r in rows:
-            writer.writerow([r.source, r.output, r.split, r.sha256, r.width or "", r.height or "",
-                             r.size or "", r.fit, r.status])
+    write_csv_atomic(path, CSV_FIELDS, ([r.source, r.output, r.split, r.sha256, r.width or "", r.height or "",
+                                         r.size or "", r.fit, r.status] for r in rows))
 
 
 def _stem(source: Path, src_root: Path) -> str:
@@ -200,14 +198,6 @@ def _make(job: _Job, staging: Path, cfg: PrepConfig) -> _Outcome:
     return _Outcome(job, KEPT, img.width, img.height, staged)
 
 
-def _mkdir(path: Path) -> None:
-    """Make an output folder; a read-only or full disk is a clear error naming it."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(path, e) from None
-
-
 def _check(cfg: PrepConfig) -> None:
     if cfg.size < 1:
         raise UserError(f"--size must be at least 1, got {cfg.size}")
@@ -233,15 +223,10 @@ def _run_jobs(jobs: list[_Job], staging: Path, cfg: PrepConfig, console: Console
     if not jobs:
         return []
     workers = min(cfg.workers, len(jobs))
-    ensure_memory(PAIR_BYTES_PER_PIXEL * cfg.size**2 * workers,
-                  f"prep --size {cfg.size} with {workers} worker{'s' * (workers != 1)}")
-    _mkdir(staging)
+    ensure_memory(PAIR_BYTES_PER_PIXEL * cfg.size**2 * workers, f"prep --size {cfg.size} with {plural(workers, 'worker')}")
+    make_folder(staging)
     results: list[_Outcome] = []
-    progress = Progress(
-        TextColumn("[bold]prep[/bold]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("kept {task.fields[kept]} · skipped {task.fields[skipped]}"),
-        TimeRemainingColumn(), console=console,
-    )
+    progress = progress_bar(console, "[bold]prep[/bold]", "kept {task.fields[kept]} · skipped {task.fields[skipped]}")
     pool = ThreadPoolExecutor(workers)
     try:
         with progress:
@@ -251,9 +236,7 @@ def _run_jobs(jobs: list[_Job], staging: Path, cfg: PrepConfig, console: Console
                 outcome = future.result()
                 results.append(outcome)
                 if outcome.status != KEPT:
-                    progress.console.print(
-                        f"[yellow]skipped[/yellow] {escape(path_text(outcome.job.source))}: {escape(outcome.status)}",
-                        soft_wrap=True)
+                    skipped(progress.console, f"{path_text(outcome.job.source)}: {outcome.status}")
                 kept = sum(1 for o in results if o.status == KEPT)
                 progress.update(task, advance=1, kept=kept, skipped=len(results) - kept)
     except KeyboardInterrupt:
@@ -266,125 +249,164 @@ def _run_jobs(jobs: list[_Job], staging: Path, cfg: PrepConfig, console: Console
     return results
 
 
-def run_prep(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, console: Console) -> PrepReport:
-    """Turn the photos in `src` into pairs under `dest` (see the module docstring)."""
-    _check(cfg)
-    src, dest = Path(src), Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise UserError(f"{dest}: exists and is not a folder")
-    for sub in SPLITS:
-        if (dest / sub).exists() and not (dest / sub).is_dir():
-            raise UserError(f"{dest / sub}: exists and is not a folder")
-    # realpath, not Path.resolve: on Python 3.11 resolve raises for a symlink loop, which is
-    # a bad input to report (cannot read), not a reason to stop.
-    dest_abs = Path(os.path.realpath(dest))
-    if dest_abs == Path(os.path.realpath(src)):
-        raise UserError(f"{dest}: DEST is the SRC folder itself; the data set needs a folder of its own "
-                        "(a new one, or one inside SRC)")
-    # Only prep's own output is left out (DEST inside SRC with -r); photos kept elsewhere in
-    # DEST, e.g. DEST/raw, are sources like any other.
-    own = [dest_abs / sub for sub in (*SPLITS, STAGING)]
-    sources = [p for p in list_images(src, cfg.recursive)
-               if not any(Path(os.path.realpath(p)).is_relative_to(o) for o in own)]
-    if not sources:
-        raise UserError(f"{src}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+@dataclass
+class _Before:
+    """DEST's prep.csv as the earlier runs left it."""
 
-    previous = read_csv(dest / CSV_NAME)
-    prev_kept = {r.sha256: r for r in previous if r.status == KEPT}
-    done = {sha: r for sha, r in prev_kept.items() if r.output and (dest / r.output).is_file()}
-    if not cfg.force:
-        other = sorted({(r.size or 0, r.fit) for r in done.values()} - {(cfg.size, cfg.fit)})
+    rows: list[Row]
+    kept: dict[str, Row]  # sha256 -> the row of a photo that was made into a pair
+    done: dict[str, Row]  # of those, the ones whose pair is still in DEST
+
+    @classmethod
+    def read(cls, dest: Path) -> _Before:
+        rows = read_csv(dest / CSV_NAME)
+        kept = {r.sha256: r for r in rows if r.status == KEPT}
+        return cls(rows, kept, {sha: r for sha, r in kept.items() if r.output and (dest / r.output).is_file()})
+
+    def check_settings(self, dest: Path, cfg: PrepConfig) -> None:
+        """One data set, one size and fit: other settings need --force (which remakes every pair)."""
+        other = sorted({(r.size or 0, r.fit) for r in self.done.values()} - {(cfg.size, cfg.fit)})
         if other:
             size, fit = other[0]
             raise UserError(f"{dest} holds pairs made with --size {size} --fit {fit}: run with those, add "
                             f"--force to remake them all with --size {cfg.size} --fit {cfg.fit}, or choose another DEST")
+
+
+def run(src: str | os.PathLike, dest: str | os.PathLike, cfg: PrepConfig, console: Console) -> PrepReport:
+    """Turn the photos in `src` into pairs under `dest` (see the module docstring)."""
+    _check(cfg)
+    src, dest = Path(src), Path(dest)
+    sources = _sources(src, dest, cfg.recursive)
+    before = _Before.read(dest)
+    if not cfg.force:
+        before.check_settings(dest, cfg)
     staging = dest / STAGING
     if cfg.force:
         shutil.rmtree(staging, ignore_errors=True)
 
     with console.status(f"reading {len(sources)} files"), ThreadPoolExecutor(cfg.workers) as pool:
         hashes = dict(zip(sources, pool.map(sha256_or_reason, sources)))
-
-    # One photo per content: the source recorded earlier keeps it, else the first by name.
-    groups: dict[str, list[Path]] = {}
-    for p in sources:
-        if sha := hashes[p][0]:
-            groups.setdefault(sha, []).append(p)
-    # prep.csv holds each name as path_text (a name that is not UTF-8 is escaped there), so
-    # that is what a name is compared as.
-    owners = {
-        sha: next((p for p in group if sha in prev_kept and path_text(p) == prev_kept[sha].source), group[0])
-        for sha, group in groups.items()
-    }
-    rows: dict[Path, Row] = {}
-    jobs: list[_Job] = []
-    for p in sources:
-        sha, err = hashes[p]
-        if err:
-            rows[p] = Row(path_text(p), status=err)
-        elif p != owners[sha]:
-            rows[p] = Row(path_text(p), sha256=sha, status=f"duplicate of {path_text(owners[sha])}")
-        elif sha in done and not cfg.force:
-            rows[p] = replace(done[sha], source=path_text(p))
-        else:
-            jobs.append(_Job(p, sha))
-    for p, row in rows.items():
+    rows, jobs = _sort_out(hashes, before, cfg.force)
+    for row in rows.values():
         if row.status != KEPT:
-            console.print(f"[yellow]skipped[/yellow] {escape(row.source)}: {escape(row.status)}", soft_wrap=True)
+            skipped(console, f"{row.source}: {row.status}")
     if n_done := sum(r.status == KEPT for r in rows.values()):
         console.print(f"{n_done} photos already prepared: not redone (--force remakes them)")
     # Pairs whose source has gone (or changed) stay in the data set, and so in prep.csv.
-    carried = [r for sha, r in done.items() if sha not in groups]
+    present = {sha for sha, _ in hashes.values() if sha}
+    carried = [r for sha, r in before.done.items() if sha not in present]
 
     outcomes = _run_jobs(jobs, staging, cfg, console)
 
-    made = sorted((o for o in outcomes if o.status == KEPT), key=lambda o: str(o.job.source))
-    stale: list[Path] = []  # pairs made earlier of photos now skipped (possible with --force)
-    for o in outcomes:
-        if o.status != KEPT:
-            rows[o.job.source] = Row(path_text(o.job.source), sha256=o.job.sha256, status=o.status,
-                                     width=o.width, height=o.height)
-            if (prev := prev_kept.get(o.job.sha256)) and prev.output:
-                stale.append(dest / prev.output)
-    kept_shas = [r.sha256 for r in rows.values() if r.status == KEPT] + [r.sha256 for r in carried]
-    kept_shas += [o.job.sha256 for o in made]
-    splits = assign_splits(kept_shas, cfg.test_fraction, cfg.seed, {s: r.split for s, r in prev_kept.items()})
-
-    # Output names: a photo keeps its earlier name; a new one gets a name no file in DEST has.
-    taken = {r.output.rsplit("/", 1)[-1].lower() for r in previous if r.output}
-    taken |= {p.name.lower() for sub in SPLITS if (dest / sub).is_dir() for p in (dest / sub).iterdir()}
-    moves: list[tuple[Path, Path]] = []
-    for o in made:
-        prev = prev_kept.get(o.job.sha256)
-        split = splits[o.job.sha256]
-        output = prev.output if prev and prev.output else f"{split}/{_unique_name(o.job.source, src, taken)}"
-        rows[o.job.source] = Row(path_text(o.job.source), o.job.sha256, KEPT, output, split,
-                                 o.width, o.height, cfg.size, cfg.fit)
-        moves.append((o.staged, dest / output))
-
+    moves, stale = _place(outcomes, rows, carried, before, src, dest, cfg)
     final = sorted([*rows.values(), *carried], key=lambda r: r.source)
-    for sub in SPLITS:
-        _mkdir(dest / sub)
-    # The record goes first: after a crash between the two, the next run finds the rows
-    # without their files and redoes them (from the staged pairs) under the same names.
-    write_csv(dest / CSV_NAME, final)
-    for staged, target in moves:
-        os.replace(staged, target)
-    for path in stale:  # recorded in prep.csv as prep's own output, so prep may remove it
-        path.unlink(missing_ok=True)
+    _write(dest, final, moves, stale)
     shutil.rmtree(staging, ignore_errors=True)
 
-    skipped = Counter(skip_kind(r.status) for r in final if r.status != KEPT)
-    report = PrepReport(final, made=len(made), unchanged=len(final) - len(made) - sum(skipped.values()),
-                        skipped=skipped)
+    skipped_kinds = Counter(skip_kind(r.status) for r in final if r.status != KEPT)
+    report = PrepReport(dest, final, made=len(moves), unchanged=len(final) - len(moves) - sum(skipped_kinds.values()),
+                        skipped=skipped_kinds)
     if not report.count("train") + report.count("test"):
         raise UserError(f"{src}: no usable photos (see {dest / CSV_NAME} for the reasons)")
     return report
 
 
-def summary_table(report: PrepReport, dest: Path) -> Table:
+def _sources(src: Path, dest: Path, recursive: bool) -> list[Path]:
+    """SRC's photos, less prep's own output (DEST inside SRC with -r); photos kept elsewhere in
+    DEST, e.g. DEST/raw, are sources like any other."""
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest}: exists and is not a folder")
+    for sub in SPLITS:
+        if (dest / sub).exists() and not (dest / sub).is_dir():
+            raise UserError(f"{dest / sub}: exists and is not a folder")
+    dest_abs = real_path(dest)
+    if dest_abs == real_path(src):
+        raise UserError(f"{dest}: DEST is the SRC folder itself; the data set needs a folder of its own "
+                        "(a new one, or one inside SRC)")
+    own = [dest_abs / sub for sub in (*SPLITS, STAGING)]
+    sources = [p for p in list_images(src, recursive) if not any(real_path(p).is_relative_to(o) for o in own)]
+    if not sources:
+        raise UserError(f"{src}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return sources
+
+
+def _sort_out(hashes: dict[Path, tuple[str, str]], before: _Before, force: bool) -> tuple[dict[Path, Row], list[_Job]]:
+    """Rows for the sources settled without decoding them (unreadable, a duplicate, already
+    made into a pair), and a job for each of the others.
+
+    One photo per content: the source recorded earlier keeps it, else the first by name.
+    """
+    groups: dict[str, list[Path]] = {}
+    for p, (sha, _) in hashes.items():
+        if sha:
+            groups.setdefault(sha, []).append(p)
+    # prep.csv holds each name as path_text (a name that is not UTF-8 is escaped there), so
+    # that is what a name is compared as.
+    owners = {
+        sha: next((p for p in group if sha in before.kept and path_text(p) == before.kept[sha].source), group[0])
+        for sha, group in groups.items()
+    }
+    rows: dict[Path, Row] = {}
+    jobs: list[_Job] = []
+    for p, (sha, err) in hashes.items():
+        if err:
+            rows[p] = Row(path_text(p), status=err)
+        elif p != owners[sha]:
+            rows[p] = Row(path_text(p), sha256=sha, status=f"duplicate of {path_text(owners[sha])}")
+        elif sha in before.done and not force:
+            rows[p] = replace(before.done[sha], source=path_text(p))
+        else:
+            jobs.append(_Job(p, sha))
+    return rows, jobs
+
+
+def _place(outcomes: list[_Outcome], rows: dict[Path, Row], carried: list[Row], before: _Before, src: Path,
+           dest: Path, cfg: PrepConfig) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Record every outcome in `rows`, giving each new pair its split and its name. Returns the
+    moves (staged pair, its place in DEST) and the stale pairs: made earlier of photos now
+    skipped (possible with --force)."""
+    made = sorted((o for o in outcomes if o.status == KEPT), key=lambda o: str(o.job.source))
+    stale: list[Path] = []
+    for o in outcomes:
+        if o.status != KEPT:
+            rows[o.job.source] = Row(path_text(o.job.source), sha256=o.job.sha256, status=o.status,
+                                     width=o.width, height=o.height)
+            if (prev := before.kept.get(o.job.sha256)) and prev.output:
+                stale.append(dest / prev.output)
+    kept_shas = [r.sha256 for r in rows.values() if r.status == KEPT] + [r.sha256 for r in carried]
+    kept_shas += [o.job.sha256 for o in made]
+    splits = assign_splits(kept_shas, cfg.test_fraction, cfg.seed, {s: r.split for s, r in before.kept.items()})
+
+    # Output names: a photo keeps its earlier name; a new one gets a name no file in DEST has.
+    taken = {r.output.rsplit("/", 1)[-1].lower() for r in before.rows if r.output}
+    taken |= {p.name.lower() for sub in SPLITS if (dest / sub).is_dir() for p in (dest / sub).iterdir()}
+    moves: list[tuple[Path, Path]] = []
+    for o in made:
+        prev = before.kept.get(o.job.sha256)
+        split = splits[o.job.sha256]
+        output = prev.output if prev and prev.output else f"{split}/{_unique_name(o.job.source, src, taken)}"
+        rows[o.job.source] = Row(path_text(o.job.source), o.job.sha256, KEPT, output, split,
+                                 o.width, o.height, cfg.size, cfg.fit)
+        moves.append((o.staged, dest / output))
+    return moves, stale
+
+
+def _write(dest: Path, rows: list[Row], moves: list[tuple[Path, Path]], stale: list[Path]) -> None:
+    """prep.csv, then the new pairs into place, then the stale pairs out. The record goes first:
+    after a crash between the two, the next run finds the rows without their files and redoes
+    them (from the staged pairs) under the same names."""
+    for sub in SPLITS:
+        make_folder(dest / sub)
+    write_csv(dest / CSV_NAME, rows)
+    for staged, target in moves:
+        os.replace(staged, target)
+    for path in stale:  # recorded in prep.csv as prep's own output, so prep may remove it
+        path.unlink(missing_ok=True)
+
+
+def render(report: PrepReport, out: Console) -> None:
     """What prep did, by outcome, and the data set's totals."""
-    table = Table(title=f"prep → {escape(path_text(dest))}", title_justify="left")
+    table = Table(title=f"prep → {escape(path_text(report.dest))}", title_justify="left")
     table.add_column("outcome")
     table.add_column("photos", justify="right")
     table.add_row("pairs written", str(report.made))
@@ -393,6 +415,6 @@ def summary_table(report: PrepReport, dest: Path) -> Table:
         table.add_row(f"skipped: {escape(kind)}", str(n))
     table.add_section()
     n_train, n_test = report.count("train"), report.count("test")
-    table.add_row(f"data set: {escape(path_text(dest / 'train'))}", str(n_train))
-    table.add_row(f"data set: {escape(path_text(dest / 'test'))}", str(n_test))
-    return table
+    table.add_row(f"data set: {escape(path_text(report.dest / 'train'))}", str(n_train))
+    table.add_row(f"data set: {escape(path_text(report.dest / 'test'))}", str(n_test))
+    out.print(table)

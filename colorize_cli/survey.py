@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -43,15 +43,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-import torch
 from PIL import Image
+from rich.console import Console
+from rich.markup import escape
 
-from colorize_cli.color import lab_to_rgb, lock_luma, rgb_to_lab, to_uint8_exact
 from colorize_cli.errors import UserError
 from colorize_cli.files import exclusive_lock, path_text, write_error
 from colorize_cli.imageio import ImageError, list_images, save_image
-from colorize_cli.infer import Colorizer
 from colorize_cli.pairs import read_pair
+from colorize_cli.terminal import plural, skipped
 
 HEADER = ("image", "rater", "choice", "real_side", "response_ms")
 VOTES_CSV = "votes.csv"
@@ -75,8 +75,10 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 @dataclass(frozen=True)
 class SurveyConfig:
-    """How a study is drawn from the test photos (all recorded in study.json)."""
+    """How a study is drawn from the test photos (all recorded in study.json): `colorize survey
+    build`'s options (DATA and --out are `build_study`'s own arguments)."""
 
+    model: Path | None = None  # a run folder or .safetensors file; None: the bundled model
     n: int = 24  # scored trials
     exposure: float = 5.0  # seconds both photos are shown
     seed: int = 0  # photo choice, trial order and sides
@@ -101,28 +103,30 @@ class Photo:
     gray: Image.Image
 
 
+@dataclass(frozen=True)
+class ServeConfig:
+    """`colorize survey serve`'s options (STUDY is `serve`'s own argument)."""
+
+    port: int = 8000  # on 127.0.0.1; 0: any free one
+
+
 @dataclass
 class BuildReport:
     out: Path
     trials: int
     vigilance: int
     practice: int
+    exposure: float
     skipped: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ServeReport:
+    votes: Path  # the answer log
+    answers: int  # answers it holds
+
+
 # --- building a study ---------------------------------------------------------------------
-
-
-def hue_flip(real: Image.Image) -> Image.Image:
-    """The real photo with every hue turned 180 degrees (a*, b* negated in CIELAB) and its luma
-    kept exactly: blue sky turns orange, green turns magenta. An attentive rater never takes
-    this for the real photo, so a vigilance trial answered wrongly flags an inattentive rater."""
-    rgb = torch.from_numpy(np.asarray(real, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-    gray_u8 = np.asarray(real.convert("L"))
-    gray = torch.from_numpy(gray_u8.astype(np.float32) / 255.0)[None, None]
-    lab = rgb_to_lab(rgb)
-    flipped = lock_luma(lab_to_rgb(torch.cat([lab[:, :1], -lab[:, 1:]], dim=1)), gray)
-    return Image.fromarray(to_uint8_exact(flipped[0].permute(1, 2, 0).numpy(), gray_u8))
 
 
 def _clean(img: Image.Image) -> Image.Image:
@@ -130,22 +134,22 @@ def _clean(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.array(img.convert("RGB"), dtype=np.uint8))
 
 
-def _pick_photos(data: Path, count: int, rng: random.Random, warn: Callable[[str], None]) -> tuple[list[Photo], list[str]]:
+def _pick_photos(data: Path, count: int, rng: random.Random, console: Console) -> tuple[list[Photo], list[str]]:
     """`count` usable pairs in seeded random order; unusable files are skipped with a reason."""
     paths = list_images(data)
     if not paths:
         raise UserError(f"{data}: no images found (expected A|B test pairs from `colorize prep`)")
     rng.shuffle(paths)
     photos: list[Photo] = []
-    skipped: list[str] = []
+    reasons: list[str] = []
     for p in paths:
         if len(photos) == count:
             break
         try:
             real, gray = read_pair(p)
         except ImageError as e:
-            skipped.append(str(e))
-            warn(f"skipped {e}")
+            reasons.append(str(e))
+            skipped(console, str(e))
             continue
         # The name as path_text, the form every file the study writes (study.json, key.js,
         # votes.csv) can hold.
@@ -153,25 +157,45 @@ def _pick_photos(data: Path, count: int, rng: random.Random, warn: Callable[[str
     if len(photos) < count:
         raise UserError(f"{data}: only {len(photos)} usable A|B pairs, the study needs {count} "
                         "(--n plus --practice plus --vigilance)")
-    return photos, skipped
+    return photos, reasons
 
 
 def _js(var: str, value: object) -> str:
     return f"window.{var} = {json.dumps(value, indent=1, ensure_ascii=False)};\n"
 
 
-def build_study(data: str | os.PathLike, out: str | os.PathLike, model: str | os.PathLike | None = None,
-                cfg: SurveyConfig = SurveyConfig(), warn: Callable[[str], None] = print) -> BuildReport:
+def build_study(data: str | os.PathLike, out: str | os.PathLike, cfg: SurveyConfig, console: Console) -> BuildReport:
     """Colorize the chosen test photos and write the study folder `out` (which must not exist
     or be empty: a study folder may hold votes, and those are never overwritten)."""
     data, out = Path(data), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: already exists and is not an empty folder (it may hold votes); choose another --out")
     rng = random.Random(cfg.seed)
-    photos, skipped = _pick_photos(data, cfg.n + cfg.vigilance + cfg.practice, rng, warn)
-    colorizer = Colorizer.load(model, device="auto")
+    photos, reasons = _pick_photos(data, cfg.n + cfg.vigilance + cfg.practice, rng, console)
+    from colorize_cli.color import hue_flip  # torch loads only once the photos are there
+    from colorize_cli.colorizer import Colorizer
 
-    try:  # a read-only or full disk is one clear line naming the study folder
+    colorizer = Colorizer.load(cfg.model, device="auto")
+    tests = photos[:cfg.n]
+    checks = photos[cfg.n:cfg.n + cfg.vigilance]
+    warm_up = photos[cfg.n + cfg.vigilance:]
+    colorized = colorizer.colorize_batch([p.gray for p in tests + warm_up])
+    with _study_folder(out) as tmp:
+        shown = ([("test", p, f, s) for p, f, s in zip(tests, colorized, _sides(len(tests), rng))]
+                 + [("vigilance", p, hue_flip(p.real), s) for p, s in zip(checks, _sides(len(checks), rng))])
+        rng.shuffle(shown)
+        trials = [{**_trial(tmp, str(i), p, fake, side), "kind": kind} for i, (kind, p, fake, side) in enumerate(shown, 1)]
+        practice = [_trial(tmp, f"p{i}", p, f, s) for i, (p, f, s)
+                    in enumerate(zip(warm_up, colorized[len(tests):], _sides(len(warm_up), rng)), 1)]
+        _write_record(tmp, data, colorizer.source, cfg, trials, practice)
+    return BuildReport(out, len(tests), len(checks), len(warm_up), cfg.exposure, reasons)
+
+
+@contextlib.contextmanager
+def _study_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder next to `out` (with images/ in it), renamed to `out` once filled: a
+    failed build leaves nothing, and a read-only or full disk is one line naming `out`."""
+    try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     except OSError as e:
@@ -179,67 +203,73 @@ def build_study(data: str | os.PathLike, out: str | os.PathLike, model: str | os
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the study from a web server or a colleague
         (tmp / "images").mkdir()
-
-        def save(img: Image.Image) -> str:
-            rel = f"images/{secrets.token_hex(8)}.png"
-            save_image(_clean(img), tmp / rel, format="PNG")
-            return rel
-
-        def sides(k: int) -> list[str]:
-            """Counterbalanced: the real photo is on each side equally often (one more on a
-            random side when k is odd), in random order, so a rater's side bias cannot pass
-            for skill or for being fooled."""
-            first = rng.randrange(2)
-            order = [SIDES[(first + i) % 2] for i in range(k)]
-            rng.shuffle(order)
-            return order
-
-        def trial(tid: str, photo: Photo, fake: Image.Image, real_side: str) -> dict:
-            if fake.size != photo.real.size:  # same size both sides, whatever the model does
-                fake = fake.resize(photo.real.size, Image.Resampling.LANCZOS)
-            real_rel, fake_rel = save(photo.real), save(fake)
-            left, right = (real_rel, fake_rel) if real_side == "left" else (fake_rel, real_rel)
-            return {"id": tid, "image": photo.name, "left": left, "right": right, "real_side": real_side}
-
-        tests = photos[:cfg.n]
-        checks = photos[cfg.n:cfg.n + cfg.vigilance]
-        warm_up = photos[cfg.n + cfg.vigilance:]
-        colorized = colorizer.colorize_batch([p.gray for p in tests + warm_up])
-        shown = ([("test", p, f, s) for p, f, s in zip(tests, colorized, sides(len(tests)))]
-                 + [("vigilance", p, hue_flip(p.real), s) for p, s in zip(checks, sides(len(checks)))])
-        rng.shuffle(shown)
-        trials = [{**trial(str(i), p, fake, side), "kind": kind} for i, (kind, p, fake, side) in enumerate(shown, 1)]
-        practice = [trial(f"p{i}", p, f, s) for i, (p, f, s)
-                    in enumerate(zip(warm_up, colorized[len(tests):], sides(len(warm_up))), 1)]
-
-        record = {
-            "format": "colorize-survey", "version": 1,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": path_text(data), "model": path_text(colorizer.source),
-            "config": {"n": cfg.n, "exposure": cfg.exposure, "seed": cfg.seed,
-                       "practice": cfg.practice, "vigilance": cfg.vigilance},
-            "trials": trials, "practice": practice,
-        }
-        (tmp / "study.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        page = {"exposure_ms": round(cfg.exposure * 1000),
-                "trials": [{k: t[k] for k in ("id", "left", "right")} for t in trials],
-                "practice": practice}
-        (tmp / "study.js").write_text(_js("STUDY", page), encoding="utf-8")
-        key = {t["id"]: {"image": t["image"], "real_side": t["real_side"], "vigilance": t["kind"] == "vigilance"}
-               for t in trials}
-        (tmp / "key.js").write_text(_js("STUDY_KEY", key), encoding="utf-8")
-        assets = resources.files("colorize_cli") / "survey_assets"
-        for name in ASSETS:
-            (tmp / name).write_bytes((assets / name).read_bytes())
+        yield tmp
         if out.exists():
-            out.rmdir()  # empty, checked above
+            out.rmdir()  # empty, checked by `build_study`
         os.replace(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
             raise write_error(out, e) from None
         raise
-    return BuildReport(out, len(tests), len(checks), len(warm_up), skipped)
+
+
+def _sides(k: int, rng: random.Random) -> list[str]:
+    """Where the real photo goes in k trials, counterbalanced: on each side equally often (one
+    more on a random side when k is odd), in random order, so a rater's side bias cannot pass
+    for skill or for being fooled."""
+    first = rng.randrange(2)
+    order = [SIDES[(first + i) % 2] for i in range(k)]
+    rng.shuffle(order)
+    return order
+
+
+def _trial(folder: Path, tid: str, photo: Photo, fake: Image.Image, real_side: str) -> dict:
+    """One trial's two images, saved under random names, and its record."""
+    if fake.size != photo.real.size:  # same size both sides, whatever the model does
+        fake = fake.resize(photo.real.size, Image.Resampling.LANCZOS)
+    real_rel, fake_rel = _save_image(folder, photo.real), _save_image(folder, fake)
+    left, right = (real_rel, fake_rel) if real_side == "left" else (fake_rel, real_rel)
+    return {"id": tid, "image": photo.name, "left": left, "right": right, "real_side": real_side}
+
+
+def _save_image(folder: Path, img: Image.Image) -> str:
+    rel = f"images/{secrets.token_hex(8)}.png"
+    save_image(_clean(img), folder / rel, format="PNG")
+    return rel
+
+
+def _write_record(folder: Path, data: Path, model: str, cfg: SurveyConfig, trials: list[dict],
+                  practice: list[dict]) -> None:
+    """study.json (everything), study.js (what the page may see), key.js (the answers) and the page."""
+    record = {
+        "format": "colorize-survey", "version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": path_text(data), "model": path_text(model),
+        "config": {"n": cfg.n, "exposure": cfg.exposure, "seed": cfg.seed,
+                   "practice": cfg.practice, "vigilance": cfg.vigilance},
+        "trials": trials, "practice": practice,
+    }
+    (folder / "study.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    page = {"exposure_ms": round(cfg.exposure * 1000),
+            "trials": [{k: t[k] for k in ("id", "left", "right")} for t in trials],
+            "practice": practice}
+    (folder / "study.js").write_text(_js("STUDY", page), encoding="utf-8")
+    key = {t["id"]: {"image": t["image"], "real_side": t["real_side"], "vigilance": t["kind"] == "vigilance"}
+           for t in trials}
+    (folder / "key.js").write_text(_js("STUDY_KEY", key), encoding="utf-8")
+    assets = resources.files("colorize_cli") / "survey_assets"
+    for name in ASSETS:
+        (folder / name).write_bytes((assets / name).read_bytes())
+
+
+def render_build(report: BuildReport, console: Console) -> None:
+    """What was built, and how to run it."""
+    extra = "".join(f", {k} {w}" for k, w in ((report.vigilance, "vigilance"), (report.practice, "practice")) if k)
+    console.print(f"built {escape(str(report.out))}: {report.trials} trials{extra}, {report.exposure:g} s exposure"
+                  + (f"; {len(report.skipped)} files skipped" if report.skipped else ""), soft_wrap=True)
+    console.print(f"run it: colorize survey serve {escape(str(report.out))}   "
+                  f"(or open {escape(str(report.out / 'index.html'))} and collect the downloaded CSVs)", soft_wrap=True)
 
 
 # --- the answer log -----------------------------------------------------------------------
@@ -321,7 +351,7 @@ class BadRequest(Exception):
         self.status = status
 
 
-class Study:
+class ServedStudy:
     """A built study folder as the server sees it: the files it may serve, the answer key,
     and the two answer logs, guarded by one lock so no (image, rater) pair is written twice."""
 
@@ -383,7 +413,7 @@ def _not_a_study(folder: Path) -> UserError:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "SurveyServer"
+    server: SurveyServer
     server_version = "colorize-survey"
     sys_version = ""
 
@@ -474,7 +504,7 @@ class SurveyServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, study: Study, port: int = 8000, notify: Callable[[str], None] = lambda _: None,
+    def __init__(self, study: ServedStudy, port: int, notify: Callable[[str], None] = lambda _: None,
                  socket_timeout: float = SOCKET_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
         self.study = study
         self.notify = notify
@@ -518,9 +548,8 @@ class SurveyServer(ThreadingHTTPServer):
             self.notify(f"a request from {client_address[0]} failed: {type(error).__name__}: {error}")
 
 
-
-def serve(folder: str | os.PathLike, port: int = 8000, log: Callable[[str], None] = print) -> None:
-    """`colorize survey serve`: serve the study until Ctrl-C, reporting each recorded answer.
+def serve(folder: str | os.PathLike, cfg: ServeConfig, console: Console) -> ServeReport:
+    """Serve the study until Ctrl-C, reporting each recorded answer on `console`.
 
     One server per study folder: two would each accept a rater's answer to the same trial, and
     the duplicate (image, rater) rows would make `colorize evaluate` refuse votes.csv. The lock
@@ -530,17 +559,19 @@ def serve(folder: str | os.PathLike, port: int = 8000, log: Callable[[str], None
     if not (folder / "study.json").is_file():
         raise _not_a_study(folder)
     with exclusive_lock(folder, SERVE_LOCK, "`colorize survey serve`"):
-        _serve(Study(folder), port, log)
+        study = ServedStudy(folder)
+        _serve(study, cfg.port, lambda m: console.print(escape(m), soft_wrap=True))
+    return ServeReport(study.votes.path, len(study.votes.seen))
 
 
-def _serve(study: Study, port: int, log: Callable[[str], None]) -> None:
+def _serve(study: ServedStudy, port: int, log: Callable[[str], None]) -> None:
     with SurveyServer(study, port, notify=log) as server:
         log(f"serving {study.folder} at {server.url} (127.0.0.1 only; Ctrl-C stops)")
         log(f"answers go to {study.votes.path}"
             + (f", vigilance answers to {study.checks.path}" if any(v for _, _, v in study.key.values()) else ""))
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-    count = len(study.votes.seen)
-    log(f"stopped; {study.votes.path} holds {count} answer{'' if count == 1 else 's'}")
+
+
+def render_serve(report: ServeReport, console: Console) -> None:
+    console.print(escape(f"stopped; {report.votes} holds {plural(report.answers, 'answer')}"), soft_wrap=True)

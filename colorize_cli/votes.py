@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -29,11 +28,11 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from scipy.stats import binomtest
 
 from colorize_cli import metrics
-from colorize_cli.errors import UserError
+from colorize_cli.errors import UserError, one_line
 from colorize_cli.files import path_text
+from colorize_cli.terminal import plural
 
 VOTE_MEANING = "1 = the colorized photo was taken for the real one, 0 = the real photo was picked, blank = no vote"
 LONG_COLUMNS = ("image", "rater", "choice")
@@ -158,7 +157,7 @@ def _read_wide(path: Path, rows: list[tuple[int, list[str]]]) -> Votes:
         image_line[name] = line
         images.append(name)
         for k, j in enumerate(vote_cols):
-            matrix[i, k] = _vote(path, line, cells[j], f"in column {j + 1} ({raters[k]})")
+            matrix[i, k] = _vote(path, line, cells[j], f"in column {j + 1} ({one_line(raters[k])})")
     return _finish(Votes(path_text(path), "wide", images, raters, matrix, np.isnan(matrix)))
 
 
@@ -235,7 +234,9 @@ class Proportion:
     p_value: float
 
     @classmethod
-    def of(cls, k: int, n: int) -> "Proportion":
+    def of(cls, k: int, n: int) -> Proportion:
+        from scipy.stats import binomtest  # scipy loads only for a votes file, not with every command
+
         test = binomtest(k, n, p=0.5, alternative="two-sided")
         w, e = test.proportion_ci(0.95, method="wilson"), test.proportion_ci(0.95, method="exact")
         return cls(k, n, k / n, (float(w.low), float(w.high)), (float(e.low), float(e.high)), float(test.pvalue))
@@ -287,7 +288,7 @@ def kappa_label(kappa: float) -> str:
 
 
 @dataclass(frozen=True)
-class Study:
+class VoteSummary:
     """Every statistic the report shows, computed once from the votes."""
 
     votes: Votes
@@ -299,7 +300,7 @@ class Study:
     side: Proportion | None  # share of votes that chose the left photo (long format, real_side)
 
     @classmethod
-    def of(cls, v: Votes) -> "Study":
+    def of(cls, v: Votes) -> VoteSummary:
         voted = ~np.isnan(v.matrix)
         k, n = int(np.nansum(v.matrix)), int(voted.sum())
 
@@ -351,10 +352,6 @@ class Study:
 # --- the report --------------------------------------------------------------------------
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
-
-
 def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{100 * x:.1f}%"
 
@@ -389,38 +386,31 @@ def _table(title: str, rows: list[dict], first: str, extra: list[tuple[str, str]
     return t
 
 
-def render(study: Study, top: int, out: Console) -> None:
-    v, o = study.votes, study.overall
-    out.print(f"[bold]{escape(v.path)}[/bold] ({v.format} format): {_n(len(v.images), 'image')}, "
-              f"{_n(len(v.raters), 'volunteer')}, {_n(o.n, 'vote')}, {int(v.blank.sum())} blank (excluded)")
-    out.print(f"fooling rate: {o.k} of {o.n} votes = {_pct(o.rate)}  (50% = indistinguishable from real)")
-    out.print(f"95% CI: {_pct(o.wilson[0])} to {_pct(o.wilson[1])} (Wilson), "
-              f"{_pct(o.exact[0])} to {_pct(o.exact[1])} (Clopper-Pearson)")
-    out.print(f"exact binomial test against 50%: p = {_p(o.p_value)} (two-sided), {verdict(o)}")
-    kappa = "undefined" if math.isnan(study.kappa) else f"{study.kappa:.3f}"
-    out.print(f"agreement between volunteers: Fleiss' kappa = {kappa} ({kappa_label(study.kappa)}; "
-              f"{study.kappa_items} images with 2 or more votes)")
-    if study.side is not None:
-        s = study.side
-        out.print(f"left photo chosen in {s.k} of {s.n} votes ({_pct(s.rate)}), p = {_p(s.p_value)} "
-                  f"against 50% (a side preference would bias the study)")
+def render(summary: VoteSummary, top: int, out: Console) -> None:
+    """The report: sentences (printed whole, never cut at the console's width) and two tables."""
+    v, o = summary.votes, summary.overall
+    kappa = "undefined" if math.isnan(summary.kappa) else f"{summary.kappa:.3f}"
+    lines = [
+        f"[bold]{escape(v.path)}[/bold] ({v.format} format): {plural(len(v.images), 'image')}, "
+        f"{plural(len(v.raters), 'volunteer')}, {plural(o.n, 'vote')}, {int(v.blank.sum())} blank (excluded)",
+        f"fooling rate: {o.k} of {o.n} votes = {_pct(o.rate)}  (50% = indistinguishable from real)",
+        f"95% CI: {_pct(o.wilson[0])} to {_pct(o.wilson[1])} (Wilson), "
+        f"{_pct(o.exact[0])} to {_pct(o.exact[1])} (Clopper-Pearson)",
+        f"exact binomial test against 50%: p = {_p(o.p_value)} (two-sided), {verdict(o)}",
+        f"agreement between volunteers: Fleiss' kappa = {kappa} ({kappa_label(summary.kappa)}; "
+        f"{summary.kappa_items} images with 2 or more votes)",
+    ]
+    if (s := summary.side) is not None:
+        lines.append(f"left photo chosen in {s.k} of {s.n} votes ({_pct(s.rate)}), p = {_p(s.p_value)} "
+                     f"against 50% (a side preference would bias the study)")
+    for line in lines:
+        out.print(line, soft_wrap=True)
     extra = []
     if v.response_ms is not None:
         extra.append(("median_response_ms", "median ms"))
     rater_extra = extra + ([("left_rate", "left")] if v.picked_left is not None else [])
-    out.print(_table("per volunteer", study.per_rater, "volunteer", rater_extra))
-    out.print(_table("per image", study.per_image, "image", extra))
-    best = study.most_fooling(top)
-    if best:
-        out.print("most fooling: " + ", ".join(f"{escape(r['name'])} ({r['fooled']}/{r['votes']})" for r in best))
-    else:
-        out.print("most fooling: no image fooled anyone")
-
-
-def report(path: str | os.PathLike, *, as_json: bool, top: int) -> None:
-    """`colorize evaluate votes.csv`: the report on stdout, as rich text or JSON."""
-    study = Study.of(read_votes(path))
-    if as_json:
-        print(json.dumps(study.to_json(top), indent=2, allow_nan=False))
-    else:
-        render(study, top, Console(highlight=False, soft_wrap=True))  # sentences are not cut at 80 columns
+    out.print(_table("per volunteer", summary.per_rater, "volunteer", rater_extra), soft_wrap=True)
+    out.print(_table("per image", summary.per_image, "image", extra), soft_wrap=True)
+    best = summary.most_fooling(top)
+    fooling = ", ".join(f"{escape(r['name'])} ({r['fooled']}/{r['votes']})" for r in best) or "no image fooled anyone"
+    out.print(f"most fooling: {fooling}", soft_wrap=True)

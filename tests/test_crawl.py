@@ -4,7 +4,6 @@ answer, the manifest, top-ups, the Bing code path through icrawler's real parser
 from __future__ import annotations
 
 import csv
-import errno
 import hashlib
 import html
 import json

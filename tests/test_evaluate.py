@@ -260,7 +260,7 @@ def pair(path: Path, color: Image.Image) -> None:
 
 
 def test_model_on_pairs(tmp_path, tiny_model, capsys):
-    from colorize_cli.infer import Colorizer
+    from colorize_cli.colorizer import Colorizer
 
     test = tmp_path / "data" / "test"
     test.mkdir(parents=True)

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from colorize_cli.cli import main
 from colorize_cli.errors import UserError
-from colorize_cli.votes import Study, read_votes, render
+from colorize_cli.votes import VoteSummary, read_votes, render
 
 CELLS = st.one_of(
     st.sampled_from(["0", "1", "", " 1 ", "2", "-1", "yes", "0.5", "1e309", "nan", "inf", "-0", "１"]),
@@ -81,7 +81,7 @@ def check(path: Path) -> str:
     votes = v.matrix[~np.isnan(v.matrix)]
     assert votes.size and set(np.unique(votes)) <= {0.0, 1.0}
     assert len(set(v.images)) == len(v.images) and len(set(v.raters)) == len(v.raters)
-    study = Study.of(v)
+    study = VoteSummary.of(v)
     assert 0.0 <= study.overall.rate <= 1.0 and 0.0 <= study.overall.p_value <= 1.0
     assert math.isnan(study.kappa) or study.kappa <= 1.0 + 1e-12
     json.dumps(study.to_json(5), allow_nan=False)
@@ -89,14 +89,15 @@ def check(path: Path) -> str:
     return "ok"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(ANY_TEXT)
+@example('"0\n";\n2')  # a rater name with a newline once split the error line
 def test_any_text_parses_or_is_one_clear_error(text: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         check(_write(d, text))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.binary(max_size=120))
 def test_any_bytes_parse_or_are_one_clear_error(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -116,7 +117,7 @@ def test_the_fuzzer_reaches_both_outcomes() -> None:
         find(csv_text(), lambda text, wanted=wanted: outcome(text) == wanted, settings=search)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(ANY_TEXT)
 @example("0\x1e0\r2")  # a control character inside the quoted cell once split the error line
 def test_the_command_exits_0_or_1_with_one_error_line(text: str) -> None:

@@ -18,7 +18,9 @@ from clirun import run_cli
 from colorize_cli import files
 from colorize_cli.errors import UserError
 from colorize_cli.imageio import MIN_SIDE
-from colorize_cli.infer import Colorizer, Geometry, InferOptions
+from colorize_cli.canvas import Geometry
+from colorize_cli.colorizer import Colorizer
+from colorize_cli.infer import InferConfig
 from colorize_cli.checkpoint import save_checkpoint
 from colorize_cli.model import ModelConfig, build
 
@@ -404,7 +406,7 @@ def test_a_working_size_too_large_for_memory_is_refused_before_any_work(capsys: 
 
 def test_the_memory_estimate_grows_with_the_canvas_and_the_batch(run_dir: Path) -> None:
     """What the check compares: linear in the batch, about linear in the canvas's pixels."""
-    from colorize_cli.infer import activation_bytes
+    from colorize_cli.canvas import activation_bytes
 
     one = activation_bytes(CFG, 256, 1)
     assert activation_bytes(CFG, 256, 8) == 8 * one
@@ -490,7 +492,7 @@ def test_overwrite_and_skip_existing_together_is_a_usage_error(capsys: pytest.Ca
     assert "--overwrite and --skip-existing exclude each other" in " ".join(err.replace("│", " ").split())
     assert not (tmp_path / "out").exists()
     with pytest.raises(UserError, match="--overwrite and --skip-existing exclude each other"):
-        InferOptions(overwrite=True, skip_existing=True)  # the same rule for the Python API
+        InferConfig(overwrite=True, skip_existing=True)  # the same rule for the Python API
 
 
 @pytest.mark.parametrize("columns", ["80", "100"])

@@ -66,13 +66,15 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # `colorize train ARGS` that halts at one point of its writes: it prints "halted at POINT" and
 # waits on its stdin (which the test never writes to) until it is killed. The points are the
-# start and the end of every file train.py writes (config.json, metrics.csv, curves.png,
+# start and the end of every file a run writes (config.json, metrics.csv, curves.png,
 # samples, checkpoints) and the middle of every checkpoint write (its temporary file cut to
 # half, as a kill during the write leaves it). argv[1]: "config" halts once config.json is
 # written; a number N at the Nth point counted from the end of this process's first checkpoint.
 _HALTING_TRAIN = """
 import os, sys
 import safetensors.torch
+import colorize_cli.checkpoint as checkpoint
+import colorize_cli.runlog as runlog
 import colorize_cli.train as train
 from colorize_cli.cli import main
 
@@ -102,8 +104,9 @@ def hooked(name, write):
         point(name + ":end")
     return wrapper
 
-for name in ("write_config", "write_metrics", "plot_curves", "save_image", "save_checkpoint"):
-    setattr(train, name, hooked(name, getattr(train, name)))
+for module, name in ((train, "write_config"), (runlog, "write_metrics"), (runlog, "plot_curves"),
+                     (runlog, "save_image"), (checkpoint, "save_checkpoint")):
+    setattr(module, name, hooked(name, getattr(module, name)))
 real_save_file = safetensors.torch.save_file
 
 def save_file(tensors, filename, metadata=None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import http.client
+import io
 import json
 import os
 import shutil
@@ -18,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from rich.console import Console
 
 from clirun import run_cli
+from colorize_cli import color
 from colorize_cli.cli import main
 from colorize_cli.errors import UserError
 from colorize_cli.checkpoint import save_checkpoint
@@ -29,16 +32,16 @@ from colorize_cli.survey import (
     HEADER,
     SERVE_LOCK,
     BadRequest,
-    Study,
+    ServedStudy,
     SurveyConfig,
     SurveyServer,
     build_study,
-    hue_flip,
     valid_name,
 )
 from colorize_cli.votes import read_votes
 
 CHROMIUM = Path("/usr/bin/chromium")
+QUIET = Console(quiet=True)
 HEADER_LINE = ",".join(HEADER) + "\n"
 
 
@@ -80,7 +83,7 @@ def pairs(tmp_path_factory) -> Path:
 def built(tmp_path_factory, pairs, model) -> Path:
     """A study with 3 scored trials, 1 vigilance and 1 practice trial; copied per test."""
     out = tmp_path_factory.mktemp("built") / "study"
-    build_study(pairs, out, model, SurveyConfig(n=3, exposure=0.2, seed=1, practice=1, vigilance=1), warn=print)
+    build_study(pairs, out, SurveyConfig(model=model, n=3, exposure=0.2, seed=1, practice=1, vigilance=1), QUIET)
     return out
 
 
@@ -91,7 +94,7 @@ def study(built, tmp_path) -> Path:
 
 @pytest.fixture
 def server(study):
-    srv = SurveyServer(Study(study), port=0)
+    srv = SurveyServer(ServedStudy(study), port=0)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
@@ -173,7 +176,7 @@ def test_trial_images_reveal_nothing_through_names_or_metadata(built):
 def test_same_seed_same_study_other_seed_other_order_sides_balanced(pairs, model, tmp_path):
     def plan(seed: int, name: str) -> list[tuple]:
         out = tmp_path / name
-        build_study(pairs, out, model, SurveyConfig(n=6, exposure=1, seed=seed), warn=print)
+        build_study(pairs, out, SurveyConfig(model=model, n=6, exposure=1, seed=seed), QUIET)
         return [(t["image"], t["real_side"]) for t in record(out)["trials"]]
 
     first = plan(3, "a")
@@ -188,8 +191,8 @@ def test_vigilance_photo_keeps_luma_but_flips_every_hue():
     a[:8] = (40, 90, 200)  # sky blue
     a[8:] = (60, 160, 60)  # green
     real = Image.fromarray(a)
-    flipped = np.asarray(hue_flip(real)).astype(int)
-    assert np.array_equal(np.asarray(hue_flip(real).convert("L")), np.asarray(real.convert("L")))
+    flipped = np.asarray(color.hue_flip(real)).astype(int)
+    assert np.array_equal(np.asarray(color.hue_flip(real).convert("L")), np.asarray(real.convert("L")))
     top, bottom = flipped[0, 0], flipped[15, 0]
     assert top[0] > top[2]  # blue became orange-ish: red now above blue
     assert bottom[1] < min(bottom[0], bottom[2])  # green became magenta-ish
@@ -200,7 +203,7 @@ def test_build_refuses_a_folder_that_holds_files(pairs, model, tmp_path):
     out.mkdir()
     (out / "votes.csv").write_text(HEADER_LINE + "x,ann,1,left,10\n")
     with pytest.raises(UserError, match="already exists and is not an empty folder"):
-        build_study(pairs, out, model, SurveyConfig(n=1), warn=print)
+        build_study(pairs, out, SurveyConfig(model=model, n=1), QUIET)
     assert (out / "votes.csv").read_text() == HEADER_LINE + "x,ann,1,left,10\n"
     assert list(tmp_path.iterdir()) == [out]  # no temporary folder left behind
 
@@ -209,13 +212,14 @@ def test_unusable_files_are_skipped_with_their_reason(model, tmp_path):
     data = make_pairs(tmp_path / "test", 2)
     Image.new("RGB", (40, 30)).save(data / "not_a_pair.png")
     (data / "broken.jpg").write_bytes(b"not really a jpeg")
-    warnings: list[str] = []
-    rep = build_study(data, tmp_path / "s", model, SurveyConfig(n=2), warn=warnings.append)
+    console = Console(file=io.StringIO())
+    rep = build_study(data, tmp_path / "s", SurveyConfig(model=model, n=2), console)
+    warnings = console.file.getvalue().splitlines()
     assert rep.trials == 2 and len(rep.skipped) == 2
     assert any("not_a_pair.png: not an A|B pair (40x30; expected width = 2 x height)" in w for w in warnings)
     assert any("broken.jpg: not an image" in w for w in warnings)
     with pytest.raises(UserError, match=r"only 2 usable A\|B pairs, the study needs 3"):
-        build_study(data, tmp_path / "t", model, SurveyConfig(n=2, vigilance=1), warn=print)
+        build_study(data, tmp_path / "t", SurveyConfig(model=model, n=2, vigilance=1), QUIET)
 
 
 def test_config_rejects_nonsense():
@@ -322,7 +326,7 @@ def test_restarted_server_appends_and_still_refuses_duplicates(study):
     first = next(t for t in record(study)["trials"] if t["kind"] == "test")
     earlier = HEADER_LINE + f"{first['image']},Ann,0,{first['real_side']},12\n"
     (study / "votes.csv").write_text(earlier)
-    s = Study(study)
+    s = ServedStudy(study)
     with pytest.raises(BadRequest, match="already answered"):
         s.record({"trial": first["id"], "rater": "Ann", "picked": "left", "response_ms": 1})
     s.record({"trial": first["id"], "rater": "Cy", "picked": "left", "response_ms": 1})
@@ -333,10 +337,10 @@ def test_restarted_server_appends_and_still_refuses_duplicates(study):
 def test_refuses_to_append_to_a_foreign_or_torn_file(study):
     (study / "votes.csv").write_text("image,v1,v2\n1,0,1\n")
     with pytest.raises(UserError, match="refusing to append"):
-        Study(study)
+        ServedStudy(study)
     (study / "votes.csv").write_text(HEADER_LINE + "photo_01.png,Ann,0,le")
     with pytest.raises(UserError, match="last line is incomplete"):
-        Study(study)
+        ServedStudy(study)
 
 
 def test_a_study_record_cannot_point_the_server_outside_the_folder(study):
@@ -344,12 +348,12 @@ def test_a_study_record_cannot_point_the_server_outside_the_folder(study):
     rec["trials"][0]["left"] = "../../etc/passwd"
     (study / "study.json").write_text(json.dumps(rec))
     with pytest.raises(UserError, match="'../../etc/passwd' is not a trial image name"):
-        Study(study)
+        ServedStudy(study)
 
 
 def test_serve_reports_a_busy_port(server, study):
     with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{server.server_address[1]}"):
-        SurveyServer(Study(study), port=server.server_address[1])
+        SurveyServer(ServedStudy(study), port=server.server_address[1])
 
 
 # --- a whole study in a real browser ----------------------------------------------------
@@ -499,11 +503,11 @@ def test_a_pair_whose_name_is_not_utf8_is_recorded_escaped(model, tmp_path):
     odd = data / os.fsdecode(b"photo\xff.png")
     (data / "photo_01.png").rename(odd)
     out = tmp_path / "study"
-    build_study(data, out, model, SurveyConfig(n=2, exposure=1), warn=print)
+    build_study(data, out, SurveyConfig(model=model, n=2, exposure=1), QUIET)
     names = sorted(t["image"] for t in record(out)["trials"])
     assert names == ["photo\\xff.png", "photo_00.png"]
     assert "photo\\\\xff.png" in (out / "key.js").read_bytes().decode("utf-8")
-    s = Study(out)
+    s = ServedStudy(out)
     tid = next(t["id"] for t in record(out)["trials"] if t["image"] == "photo\\xff.png")
     s.record({"trial": tid, "rater": "Ann", "picked": "left", "response_ms": 3})
     assert read_votes(out / "votes.csv").images == ["photo\\xff.png"]
@@ -513,7 +517,7 @@ def test_a_pair_whose_name_is_not_utf8_is_recorded_escaped(model, tmp_path):
 def quick_server(study):
     """A server whose idle sockets time out after 0.3 s and that runs at most 2 connections at once;
     `closed` is set each time it has finished with a connection."""
-    srv = SurveyServer(Study(study), port=0, socket_timeout=0.3, max_connections=2)
+    srv = SurveyServer(ServedStudy(study), port=0, socket_timeout=0.3, max_connections=2)
     srv.closed = threading.Event()
     finish = srv.shutdown_request
 

@@ -25,8 +25,8 @@ from colorize_cli.data import load_data
 from colorize_cli.errors import UserError
 from colorize_cli.files import exclusive_lock
 from colorize_cli.pairs import make_pair, native_size
-from colorize_cli.train import (SEED_RECIPE, Nets, Reporter, check_memory, configure, lr_factor, read_config, train,
-                                training_memory)
+from colorize_cli.runlog import Reporter
+from colorize_cli.train import SEED_RECIPE, Nets, check_memory, configure, lr_factor, read_config, train, training_memory
 
 # A beach palette: colours a gray photo cannot tell apart by itself, muted enough for CIELAB.
 PALETTE = [(200, 80, 60), (60, 140, 200), (90, 160, 70), (220, 200, 120)]

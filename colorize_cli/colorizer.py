@@ -1,0 +1,170 @@
+"""The inference engine: a trained generator that colorizes photos at their own resolution.
+
+The network only ever sees a small working copy of the photo: its long side scaled to the
+working size (the model's training size unless asked otherwise), then mirrored out (reflect
+padding) to the next multiple of 2**depth, because the U-Net halves the image `depth` times
+(`canvas.Geometry`). Padding instead of stretching keeps every photo at its true aspect ratio,
+which is what the network saw in training; reflection continues edges and textures so the
+border colours are not pulled toward an artificial frame. The predicted chroma of the
+unpadded region is then scaled up to the photo's full size and joined with the photo's own
+full-resolution gray (`color.decode_output`, `color.to_uint8_exact`), so all the detail in
+the result is the photo's own and its Pillow "L" equals the input's gray exactly.
+
+Photos whose working copies pad to the same shape run through the network together
+(`canvas.batches`), so a folder of mixed sizes still runs in full batches. `colorize infer`,
+evaluate, survey and demo all colorize through `Colorizer`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from colorize_cli.canvas import DEFAULT_BATCH, Geometry, activation_bytes, batches
+from colorize_cli.checkpoint import load_generator
+from colorize_cli.color import decode_output, encode_input, to_uint8_exact
+from colorize_cli.device import autocast_bf16, pick_device
+from colorize_cli.errors import UserError
+from colorize_cli.files import ensure_memory
+from colorize_cli.imageio import check_dimensions, to_gray
+from colorize_cli.model import ModelConfig, UNet, for_inference
+
+BUNDLED_MODEL = Path(__file__).parent / "weights" / "beach.safetensors"
+RUN_CHECKPOINT = "best.safetensors"  # what `colorize train` keeps as a run's best generator
+# The full-resolution decode works in horizontal strips of about this many pixels: the colour
+# conversion's temporaries then stay a few MB each instead of several GB for an 8000 px photo.
+STRIP_PIXELS = 1 << 18
+
+
+def resolve_model(path: str | os.PathLike | None) -> Path:
+    """None -> the bundled beach model; a folder -> the run's best checkpoint; else the file."""
+    if path is None:
+        if not BUNDLED_MODEL.is_file():
+            raise UserError(f"the bundled model {BUNDLED_MODEL} is missing; reinstall colorize-gan")
+        return BUNDLED_MODEL
+    path = Path(path)
+    if path.is_dir():
+        best = path / RUN_CHECKPOINT
+        if not best.is_file():
+            raise UserError(f"{path}: folder has no {RUN_CHECKPOINT}; give a `colorize train` run folder or a .safetensors file")
+        return best
+    return path  # load_checkpoint explains a missing or unreadable file
+
+
+@dataclass
+class Prepared:
+    """One photo ready for the network: its full-size gray and its padded working copy."""
+
+    gray: Image.Image  # mode "L", full size
+    geometry: Geometry
+    work: np.ndarray  # (ph, pw) uint8
+
+
+class Colorizer:
+    """A generator ready for inference (`model.for_inference`, channels_last) that colorizes photos of
+    any size. Build it with `Colorizer.load`; `colorize` and `colorize_batch` take PIL images."""
+
+    def __init__(self, net: UNet, cfg: ModelConfig, device: torch.device, size: int | None = None,
+                 batch_size: int = DEFAULT_BATCH, source: str = "") -> None:
+        self.cfg = cfg
+        self.step = 2**cfg.depth
+        self.size = cfg.size if size is None else size
+        if self.size < self.step:
+            raise UserError(f"working size {self.size} is below this model's minimum of {self.step} px "
+                            f"(its U-Net halves the image {cfg.depth} times)")
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, not {batch_size}")
+        self.batch_size = batch_size
+        self._check_memory(device)
+        self.device = device
+        self.net = net.eval().to(device, memory_format=torch.channels_last)
+        self.source = source
+
+    def _check_memory(self, device: torch.device) -> None:
+        """Refuse a working size and batch whose network pass cannot fit where it runs, before any
+        photo is scaled up to it (instead of an allocator's error, or the OOM killer, later)."""
+        what = f"working size {self.size} px at batch size {self.batch_size}"
+        if device.type != "cuda":
+            ensure_memory(activation_bytes(self.cfg, self.size, self.batch_size), what)
+            return
+        need = activation_bytes(self.cfg, self.size, self.batch_size, element_bytes=2)  # bf16 autocast
+        free = torch.cuda.mem_get_info(device)[0]
+        if need > free:
+            raise UserError(f"{what} needs about {need / 2**30:.1f} GiB of GPU memory; "
+                            f"{device} has {free / 2**30:.1f} GiB free")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str = "cpu", size: int | None = None,
+             batch_size: int = DEFAULT_BATCH) -> "Colorizer":
+        """From a checkpoint file, a `colorize train` run folder, or None for the bundled model.
+
+        Weights stored in float16 are cast to float32 on loading.
+        """
+        file = resolve_model(path)
+        dev = pick_device(device)
+        net, cfg = load_generator(file)
+        return cls(for_inference(net), cfg, dev, size, batch_size, str(file))
+
+    def prepare(self, img: Image.Image) -> Prepared:
+        """Gray the photo and make its padded working copy; too-small photos are refused
+        (`imageio.check_dimensions`, which `open_image` has applied to every photo read from a file)."""
+        gray = to_gray(img)
+        width, height = gray.size
+        check_dimensions("image", width, height)
+        g = Geometry.fit(width, height, self.size, self.step)
+        small = np.asarray(gray.resize((g.w, g.h), Image.Resampling.LANCZOS))
+        pad = ((g.top, g.ph - g.h - g.top), (g.left, g.pw - g.w - g.left))
+        return Prepared(gray, g, np.pad(small, pad, mode="reflect"))
+
+    @torch.inference_mode()
+    def predict(self, works: Sequence[np.ndarray]) -> torch.Tensor:
+        """Network output (N, C, ph, pw) on the CPU for working copies of one canvas shape
+        (computed in bf16 on a GPU: the chroma it predicts is far coarser than bf16's steps)."""
+        x = torch.from_numpy(np.stack(works)).to(self.device).unsqueeze(1).float() / 255
+        x = encode_input(x, self.cfg.space).contiguous(memory_format=torch.channels_last)
+        with autocast_bf16(self.device.type == "cuda"):
+            return self.net(x).float().cpu()
+
+    @torch.inference_mode()
+    def finish(self, item: Prepared, out: torch.Tensor) -> Image.Image:
+        """Full-size RGB from one network output (C, ph, pw): crop the padding, scale the
+        chroma to the photo's size, decode strip by strip against the full-resolution gray. A
+        non-finite output (a damaged or diverged network) is refused: it would decode as gray."""
+        if not torch.isfinite(out).all():
+            raise UserError("the network's output is not finite (NaN or infinity); its checkpoint may be damaged")
+        g = item.geometry
+        width, height = item.gray.size
+        chroma = out[None, :, g.top:g.top + g.h, g.left:g.left + g.w].to(self.device)
+        shrink = height < g.h or width < g.w  # a photo smaller than its working copy: filter, not just sample
+        chroma = F.interpolate(chroma, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
+        gray_u8 = np.asarray(item.gray)
+        rgb = np.empty((height, width, 3), np.uint8)
+        rows = max(1, STRIP_PIXELS // width)
+        for y in range(0, height, rows):
+            strip_gray = gray_u8[y:y + rows]
+            g01 = torch.from_numpy(strip_gray.copy()).to(self.device)[None, None].float() / 255
+            strip = decode_output(g01, chroma[:, :, y:y + rows], self.cfg.space)
+            rgb[y:y + rows] = to_uint8_exact(strip[0].permute(1, 2, 0).cpu().numpy(), strip_gray)
+        return Image.fromarray(rgb, "RGB")
+
+    def colorize(self, img: Image.Image) -> Image.Image:
+        """Colorize one photo (color photos are grayed first): RGB of the same size, whose
+        Pillow "L" equals the input's exactly."""
+        return self.colorize_batch([img])[0]
+
+    def colorize_batch(self, imgs: Sequence[Image.Image]) -> list[Image.Image]:
+        """`colorize` for many photos, run through the network in batches of equal canvas shape."""
+        items = [self.prepare(img) for img in imgs]
+        results: list[Image.Image | None] = [None] * len(items)
+        for chunk in batches(range(len(items)), lambda i: items[i].geometry, self.batch_size):
+            outs = self.predict([items[i].work for i in chunk])
+            for i, out in zip(chunk, outs):
+                results[i] = self.finish(items[i], out)
+        return [r for r in results if r is not None]
