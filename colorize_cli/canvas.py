@@ -72,7 +72,7 @@ def activation_bytes(cfg: ModelConfig, size: int, batch: int, element_bytes: int
     step = 2**cfg.depth
     side = -(-size // step) * step
     pixels = side * side
-    chans = [cfg.width * min(2**i, 8) for i in range(cfg.depth)]
+    chans = cfg.widths(cfg.depth)
     skips = [c * pixels // 4 ** (i + 1) for i, c in enumerate(chans)]
     peak = held = sum(skips)
     x = skips.pop()  # the bottleneck is the decoder's first input, not a skip

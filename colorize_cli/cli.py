@@ -242,11 +242,11 @@ def train(
     130); --resume RUN goes on. Under `torchrun --nproc-per-node=N -m colorize_cli train ...`
     it trains on N processes (GPUs: NCCL, CPUs: gloo)."""
     from colorize_cli.runlog import summary_table
-    from colorize_cli.train import configure
+    from colorize_cli.train import NO_DATA, configure
     from colorize_cli.train import train as run_train
 
     if data is None and resume is None:
-        raise typer.BadParameter("give DATA (a prep output or a folder of photos), or --resume RUN", param_hint="'DATA'")
+        raise typer.BadParameter(NO_DATA, param_hint="'DATA'")
     given = dict(epochs=epochs, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
                  gan_loss=gan_loss, l1_weight=l1_weight, device=device, seed=seed, patience=patience, threads=threads,
                  compile=compile_ or None, sync_bn=sync_bn or None, checkpoint_every=checkpoint_every)

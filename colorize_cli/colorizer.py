@@ -30,7 +30,7 @@ from PIL import Image
 from colorize_cli.canvas import DEFAULT_BATCH, Geometry, activation_bytes, batches
 from colorize_cli.checkpoint import load_generator
 from colorize_cli.color import decode_output, encode_input, to_uint8_exact
-from colorize_cli.device import autocast_bf16, pick_device
+from colorize_cli.device import autocast_bf16, ensure_gpu_memory, pick_device
 from colorize_cli.errors import UserError
 from colorize_cli.files import ensure_memory
 from colorize_cli.imageio import check_dimensions, to_gray
@@ -91,14 +91,10 @@ class Colorizer:
         """Refuse a working size and batch whose network pass cannot fit where it runs, before any
         photo is scaled up to it (instead of an allocator's error, or the OOM killer, later)."""
         what = f"working size {self.size} px at batch size {self.batch_size}"
-        if device.type != "cuda":
+        if device.type == "cuda":  # under the bf16 autocast: 2 bytes a value
+            ensure_gpu_memory(activation_bytes(self.cfg, self.size, self.batch_size, element_bytes=2), what, device)
+        else:
             ensure_memory(activation_bytes(self.cfg, self.size, self.batch_size), what)
-            return
-        need = activation_bytes(self.cfg, self.size, self.batch_size, element_bytes=2)  # bf16 autocast
-        free = torch.cuda.mem_get_info(device)[0]
-        if need > free:
-            raise UserError(f"{what} needs about {need / 2**30:.1f} GiB of GPU memory; "
-                            f"{device} has {free / 2**30:.1f} GiB free")
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu", size: int | None = None,

@@ -35,9 +35,8 @@ from PIL import Image
 
 from colorize_cli.errors import UserError
 from colorize_cli.files import available_memory, sha256_or_reason, usable_cpus
-from colorize_cli.imageio import GRAYSCALE_COLORFULNESS, ImageError, is_grayscale, list_images, open_image
-from colorize_cli.pairs import (RESAMPLE, SPLITS, PrepConfig, assign_splits, is_prep_output, make_pair, read_pair,
-                                split_pair)
+from colorize_cli.imageio import GRAYSCALE_REASON, ImageError, is_grayscale, list_images, open_image
+from colorize_cli.pairs import RESAMPLE, SPLITS, PrepConfig, assign_splits, is_prep_output, pair_halves, read_pair
 
 # Where training photos come from, for the errors that find none.
 PHOTOS_HINT = ("get photos with `colorize crawl KEYWORD` (then `colorize prep` them), "
@@ -96,8 +95,9 @@ def _read_photo(path: Path, size: int, fit: str) -> tuple[np.ndarray, np.ndarray
     except ImageError as e:
         return str(e).removeprefix(f"{path}: ")
     if is_grayscale(img):
-        return f"grayscale (colorfulness below {GRAYSCALE_COLORFULNESS:g})"
-    return _at_size(*split_pair(make_pair(img, size, fit), str(path)), size)
+        return GRAYSCALE_REASON
+    color, gray = pair_halves(img, size, fit)  # the halves of prep's pair, without making the pair
+    return np.asarray(color), np.asarray(gray)
 
 
 class _Slots:

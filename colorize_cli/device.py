@@ -1,5 +1,6 @@
-"""Where the networks run: the choices `--device` accepts (`Device`), picking one, and the
-bf16 autocast of the GPU fast path.
+"""Where the networks run: the choices `--device` accepts (`Device`), picking one, the bf16
+autocast of the GPU fast path, and the check that a job fits in a GPU's free memory (the GPU's
+counterpart of `files.ensure_memory`).
 
 torch is imported inside the functions, so the command line can offer the choices without
 loading it.
@@ -41,3 +42,14 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "mps" and not mps:
         raise UserError("--device mps: Apple's MPS backend is not available here (use --device cpu or auto)")
     return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}" if name == "cuda" else name)
+
+
+def ensure_gpu_memory(needed: float, what: str, device: torch.device) -> None:
+    """Refuse, before allocating, work whose estimated memory exceeds what the CUDA `device` has
+    free: a clear message instead of the allocator's error."""
+    import torch
+
+    free = torch.cuda.mem_get_info(device)[0]
+    if needed > free:
+        raise UserError(f"{what} needs about {needed / 2**30:.1f} GiB of GPU memory; "
+                        f"{device} has {free / 2**30:.1f} GiB free")

@@ -116,10 +116,9 @@ class Evaluation:
 
     def write_csv(self, path: str | os.PathLike) -> None:
         """One row per scored image: model metrics, then the gray baseline's (`gray_` prefix)."""
-        model_keys = [k for k, _, _ in METRICS] + ["colorfulness_truth"]
         gray_keys = [k for k, _, _ in METRICS]
-        write_csv_atomic(path, ["image", "width", "height", "fitted", *model_keys, *(f"gray_{k}" for k in gray_keys)],
-                         ([path_text(s.name), s.width, s.height, int(s.fitted), *(_num(s.model[k]) for k in model_keys),
+        write_csv_atomic(path, ["image", "width", "height", "fitted", *SCORE_KEYS, *(f"gray_{k}" for k in gray_keys)],
+                         ([path_text(s.name), s.width, s.height, int(s.fitted), *(_num(s.model[k]) for k in SCORE_KEYS),
                            *(_num(s.gray[k]) for k in gray_keys)] for s in self.scores))
 
     def table(self) -> Table:

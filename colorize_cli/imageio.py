@@ -1,4 +1,6 @@
-"""Reading any photo a user may have into clean 8-bit RGB, and saving images.
+"""Reading any photo a user may have into clean 8-bit RGB, and saving images; with them the
+rules every command applies to a photo: which files are images (`list_images`), which are too
+small (`check_dimensions`) and which are grayscale (`is_grayscale`).
 
 Every stage reads images through `open_image` so that EXIF rotation, CMYK, palettes,
 transparency, 16-bit data and decompression bombs are handled once, the same way, with an
@@ -28,6 +30,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".
 # photos 10.2 and of the 152 landscapes 8.7. A strongly toned (sepia) print scores like a
 # colour photo and is not caught by this measure.
 GRAYSCALE_COLORFULNESS = 8.0
+# Why prep, and train on a photo folder, skip such a photo (the same words in both).
+GRAYSCALE_REASON = f"grayscale (colorfulness below {GRAYSCALE_COLORFULNESS:g})"
 
 # One rule for degenerate images in every command: a photo whose short side is under this holds
 # too little scene for a colour guess (1x1 icons, 5000x1 strips), and blown up into a pair it is
@@ -70,7 +74,7 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     """Fully decode an image file (or its bytes) into an upright 8-bit RGB image.
 
     Raises ImageError for anything unusable: not an image, truncated data, dimensions past
-    Pillow's decompression-bomb limit, zero size.
+    Pillow's decompression-bomb limit, a side under MIN_SIDE px (`check_dimensions`).
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     stream = io.BytesIO(source) if isinstance(source, bytes) else source

@@ -98,9 +98,10 @@ def plan(src: Path, dst: Path, cfg: InferConfig) -> list[Job]:
             return [Job(src, dst)]
         return [Job(src, output_path(Path(src.name), dst, cfg.format))]
     paths = list_images(src, cfg.recursive)
-    if real_path(dst) != real_path(src) and real_path(dst).is_relative_to(real_path(src)):
+    out, into = real_path(dst), real_path(src)
+    if out != into and out.is_relative_to(into):
         # OUT inside IN: never colorize earlier outputs again.
-        paths = [p for p in paths if not real_path(p).is_relative_to(real_path(dst))]
+        paths = [p for p in paths if not real_path(p).is_relative_to(out)]
     if not paths:
         nested = not cfg.recursive and any(list_images(src, recursive=True))
         hint = " (there are some in subfolders: add --recursive)" if nested else ""

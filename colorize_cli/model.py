@@ -63,6 +63,12 @@ class ModelConfig:
     def out_channels(self) -> int:
         return 2 if self.space == "lab" else 3
 
+    def widths(self, levels: int) -> list[int]:
+        """Channels of the first `levels` levels of the U-Net's encoder and of the PatchGAN:
+        width, 2 width, 4 width, then 8 width on every deeper level. The networks and the
+        memory estimates (`canvas.activation_bytes`, `train.training_memory`) all count so."""
+        return [self.width * min(2**i, 8) for i in range(levels)]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -201,8 +207,7 @@ class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        w = cfg.width
-        chans = [w * min(2**i, 8) for i in range(cfg.depth)]
+        chans = cfg.widths(cfg.depth)
         lrelu = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
         self.down = nn.ModuleList(
             ConvBlock(cin, cout, down=True, norm=i > 0, act=lrelu())
@@ -250,8 +255,7 @@ class PatchGAN(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        w = cfg.width
-        chans = [w * min(2**i, 8) for i in range(cfg.d_layers)]
+        chans = cfg.widths(cfg.d_layers)
         cin = cfg.in_channels + cfg.out_channels
         layers: list[nn.Module] = []
         for i, cout in enumerate(chans):

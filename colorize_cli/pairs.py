@@ -5,7 +5,7 @@ A pair is one image, 2*size wide and size high: the colour photo on the left (A)
 BT.601 grayscale on the right (B, three equal channels). A data set is a folder holding
 train/ and test/ of such pairs. `colorize prep` writes them; train, evaluate and survey read
 them through `read_pair`, and train makes them in memory from a plain photo folder with
-`make_pair` and `assign_splits` under PrepConfig's defaults, so both routes give the same data.
+`pair_halves` and `assign_splits` under PrepConfig's defaults, so both routes give the same data.
 """
 
 from __future__ import annotations
@@ -81,12 +81,19 @@ def fit_image(img: Image.Image, size: int, fit: str) -> Image.Image:
     raise UserError(f"unknown fit {fit!r}: choose one of {', '.join(FITS)}")
 
 
+def pair_halves(img: Image.Image, size: int, fit: str) -> tuple[Image.Image, Image.Image]:
+    """What `make_pair` puts side by side: the fitted color photo (A) and its gray (B, mode "L"),
+    exactly what `split_pair` reads back from the pair."""
+    a = fit_image(img, size, fit)
+    return a, to_gray(a)
+
+
 def make_pair(img: Image.Image, size: int, fit: str) -> Image.Image:
     """The pix2pix aligned pair: fitted color photo (A) left, its grayscale (B) right."""
-    a = fit_image(img, size, fit)
+    a, b = pair_halves(img, size, fit)
     pair = Image.new("RGB", (2 * size, size))
     pair.paste(a, (0, 0))
-    pair.paste(to_gray(a).convert("RGB"), (size, 0))
+    pair.paste(b.convert("RGB"), (size, 0))
     return pair
 
 

@@ -29,7 +29,7 @@ from colorize_cli.errors import UserError
 from colorize_cli.files import (ensure_memory, make_folder, path_text, real_path, sha256_or_reason,
                                 write_csv_atomic)
 from colorize_cli.imageio import (
-    GRAYSCALE_COLORFULNESS,
+    GRAYSCALE_REASON,
     IMAGE_SUFFIXES,
     ImageError,
     is_grayscale,
@@ -192,7 +192,7 @@ def _make(job: _Job, staging: Path, cfg: PrepConfig) -> _Outcome:
     except ImageError as e:
         return _Outcome(job, str(e).removeprefix("<bytes>: "))
     if is_grayscale(img):
-        return _Outcome(job, f"grayscale (colorfulness below {GRAYSCALE_COLORFULNESS:g})", img.width, img.height)
+        return _Outcome(job, GRAYSCALE_REASON, img.width, img.height)
     staged = staging / _staged_name(job.sha256, cfg, img.width, img.height)
     save_image(make_pair(img, cfg.size, cfg.fit), staged, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return _Outcome(job, KEPT, img.width, img.height, staged)

@@ -81,7 +81,8 @@ class Dist:
 
 
 def start_processes(device_name: str) -> tuple[Dist, torch.device]:
-    """Join torchrun's process group when its environment variables say there is one."""
+    """This process's place among torchrun's processes (their group joined when its environment
+    variables say there is one) and the device it runs on."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name, local_rank)

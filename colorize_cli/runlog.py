@@ -66,13 +66,13 @@ class Reporter:
         self.t0, self.step0 = time.perf_counter(), step
         self.progress.update(self.step_bar, description=f"epoch {epoch + 1}", completed=step, info="")
 
-    def step(self, epoch: int, step: int, sums: torch.Tensor, n: int) -> None:
-        """After `step` steps of `epoch` (0-based); `sums` holds the loss totals over `n` steps."""
+    def step(self, epoch: int, step: int, sums: torch.Tensor) -> None:
+        """After `step` steps of `epoch` (0-based); `sums` holds the loss totals over those steps."""
         self.progress.update(self.step_bar, completed=step)
         now = time.perf_counter()
         if not self.progress.disable and now - self.last_read > self.every:
             self.last_read = now
-            d, adv, l1 = (sums / max(n, 1)).tolist()
+            d, adv, l1 = (sums / step).tolist()
             per_step = (now - self.t0) / max(step - self.step0, 1)
             rate = self.images_per_step / per_step
             left = (self.steps - step) * per_step

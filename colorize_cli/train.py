@@ -42,7 +42,7 @@ from rich.markup import escape
 from colorize_cli.checkpoint import Checkpointer, RunState, State, load_checkpoint, load_state, load_training
 from colorize_cli.color import encode_input, encode_target
 from colorize_cli.data import DataSet, Pairs, load_data
-from colorize_cli.device import Device, autocast_bf16
+from colorize_cli.device import Device, autocast_bf16, ensure_gpu_memory
 from colorize_cli.errors import UserError
 from colorize_cli.files import atomic_path, ensure_memory, exclusive_lock, make_folder
 from colorize_cli.model import ModelConfig, PatchGAN, UNet, build
@@ -66,6 +66,7 @@ RESUME_MAY_CHANGE = ("data", "epochs", "patience", "device", "threads", "compile
 MODEL_OPTIONS = ("size", "width", "space")
 LOCK = ".train.lock"  # in the run folder, held while a `colorize train` works there
 RUN_OUTPUTS = ("best.safetensors", "curves.png", "metrics.csv", "samples")  # what starting a run over replaces
+NO_DATA = "give DATA (a prep output or a folder of photos), or --resume RUN"
 
 
 @dataclass
@@ -142,7 +143,7 @@ def configure(data: str | None, out: str | None, resume: str | None, preset: str
     """
     if resume is None:
         if data is None:
-            raise UserError("give DATA (a prep output or a folder of photos), or --resume RUN")
+            raise UserError(NO_DATA)
         opts = {**(SEED_RECIPE if preset else {}), **given}
         model = {key: opts.pop(key) for key in MODEL_OPTIONS if key in opts}
         if "size" not in model:
@@ -348,7 +349,7 @@ def training_memory(cfg: TrainConfig, amp: bool = False, ddp: bool = False) -> i
     m, s = cfg.model, cfg.model.size
     params = _parameters(m)
     per_param = 4 * (2 + (2 if cfg.optimizer == "adam" else 0) + (1 if ddp else 0))
-    widths = [m.width * min(2**i, 8) for i in range(max(m.depth, m.d_layers))]  # channels per level, as UNet/PatchGAN
+    widths = m.widths(max(m.depth, m.d_layers))  # channels per level, as UNet/PatchGAN
     encoder = sum(widths[i] * (s >> (i + 1)) ** 2 for i in range(m.depth))
     decoder = sum(widths[i] * (s >> (i + 1)) ** 2 for i in range(m.depth - 1)) + m.out_channels * s * s
     patchgan = sum(widths[i] * (s >> (i + 1)) ** 2 for i in range(m.d_layers)) + (s >> m.d_layers) ** 2
@@ -363,10 +364,7 @@ def check_memory(cfg: TrainConfig, device: torch.device, d: Dist = Dist()) -> No
     what = f"training a width-{m.width} network at {m.size} px (batch size {cfg.batch_size}, {cfg.optimizer})"
     need = training_memory(cfg, amp=cuda, ddp=d.on)
     if cuda:
-        free = torch.cuda.mem_get_info(device)[0]
-        if need > free:
-            raise UserError(f"{what} needs about {need / 2**30:.1f} GiB of GPU memory; "
-                            f"{device} has {free / 2**30:.1f} GiB free")
+        ensure_gpu_memory(need, what, device)
         need = 4 * _parameters(m)  # the networks are built in RAM, then moved
     ensure_memory(need, what)
 
@@ -636,7 +634,7 @@ def train_epoch(nets: Nets, train: Pairs, run: RunState, cfg: TrainConfig, d: Di
         idx, flip = batches[step]
         run.loss_sums += nets.train_step(*get_batch(train, idx, flip, nets.device, nets.channels_last))
         bad_step = torch.where((bad_step == 0) & ~run.loss_sums.isfinite().all(), step + 1, bad_step)
-        reporter.step(run.epoch, step + 1, run.loss_sums, step + 1)
+        reporter.step(run.epoch, step + 1, run.loss_sums)
     d.sum(run.loss_sums)  # rank 0 carries every process's sums
     if not stopped:
         d.share_buffers(nets.g, nets.d)  # BatchNorm statistics: rank 0's

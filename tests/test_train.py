@@ -259,7 +259,7 @@ class _CtrlCAt(Reporter):
         super().__init__(enabled=False)
         self.at = (epoch, step)
 
-    def step(self, epoch: int, step: int, sums: torch.Tensor, n: int) -> None:
+    def step(self, epoch: int, step: int, sums: torch.Tensor) -> None:
         if (epoch, step) == self.at:
             os.kill(os.getpid(), signal.SIGINT)
 
