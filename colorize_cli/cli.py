@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from colorize_cli import __version__, crawl, demo, evaluate, infer, prep, survey
-from colorize_cli.colorspace import Space
+from colorize_cli.choices import GanLoss, Optimizer, Space
 from colorize_cli.device import Device
 from colorize_cli.errors import UserError, one_line
 from colorize_cli.fetch import Limits
@@ -212,9 +212,9 @@ def train(
     width: Annotated[Optional[int], typer.Option(
         "--width", min=1, help="Channels of the first layer (the original: 64) \\[default: {width}].")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate \\[default: {lr:g} for adam, {sgd_lr:g} for sgd].")] = None,
-    optimizer: Annotated[Optional[Literal["adam", "sgd"]], typer.Option(
+    optimizer: Annotated[Optional[Optimizer], typer.Option(
         "--optimizer", help="adam (betas {beta1:g}, {beta2:g}) or plain sgd \\[default: {optimizer}].")] = None,
-    gan_loss: Annotated[Optional[Literal["lsgan", "vanilla"]], typer.Option(
+    gan_loss: Annotated[Optional[GanLoss], typer.Option(
         "--gan-loss", help="lsgan: least squares (the original); vanilla: logistic \\[default: {gan_loss}].")] = None,
     l1_weight: Annotated[Optional[float], typer.Option(
         "--l1-weight", min=0.0, help="Weight of L1 against the adversarial loss \\[default: {l1_weight:g}].")] = None,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from colorize_cli.colorspace import Space
+from colorize_cli.choices import Space
 
 AB_SCALE = 110.0
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from colorize_cli.colorspace import Space
+from colorize_cli.choices import Space
 from colorize_cli.errors import UserError
 
 

@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from rich.markup import escape
 
 from colorize_cli.checkpoint import Checkpointer, RunState, State, load_checkpoint, load_state, load_training
+from colorize_cli.choices import GanLoss, Optimizer
 from colorize_cli.color import encode_input, encode_target
 from colorize_cli.data import DataSet, Pairs, load_data
 from colorize_cli.device import Device, autocast_bf16, ensure_gpu_memory
@@ -51,9 +52,6 @@ from colorize_cli.processes import Dist, StopFlag, catch_stop, cpu_threads, star
 from colorize_cli.runlog import Reporter, RunLog, RunSummary, console, read_metrics, sample_sheet
 from colorize_cli.scoring import evaluate, gray_baseline
 from colorize_cli.terminal import plural, skipped
-
-Optimizer = Literal["adam", "sgd"]
-GanLoss = Literal["lsgan", "vanilla"]
 
 # The original project's recipe (its report): RGB in and out as its Keras model had, one photo
 # per step, least-squares adversarial loss plus 100 x L1, 200 epochs. Options given with
