@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -92,15 +93,19 @@ def study(built, tmp_path) -> Path:
     return Path(shutil.copytree(built, tmp_path / "study"))
 
 
-@pytest.fixture
-def server(study):
-    srv = SurveyServer(ServedStudy(study), port=0)
+def serving(srv: SurveyServer) -> Iterator[SurveyServer]:
+    """Run `srv` on a thread for a fixture's lifetime, then stop it and free its port."""
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
     srv.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def server(study):
+    yield from serving(SurveyServer(ServedStudy(study), port=0))
 
 
 def record(folder: Path) -> dict:
@@ -467,6 +472,40 @@ def test_a_whole_study_in_headless_chromium(server, study, tmp_path):
     assert (study / "votes.csv").read_text().count("\n") == 4  # the file-mode rater wrote nothing here
 
 
+def test_no_button_shows_before_the_photos_are_decoded(server, study):
+    """The first trial's "Show photos" button was visible while its photos were still loading, and
+    a click then was lost (the study hung, and so did this test under load). The photos are held
+    back here until the page has been checked."""
+    sync_api = _browser_or_skip()
+    with sync_api.sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page()
+            held, released = [], []
+
+            def hold(route) -> None:
+                if released:
+                    route.continue_()
+                else:
+                    held.append(route)
+
+            page.route("**/*.png", hold)
+            page.goto(server.url)
+            page.fill("#name", "Ann")
+            with page.expect_request("**/*.png"):
+                page.click("#start")
+            page.wait_for_selector("#trial", state="visible")
+            assert page.locator("#show").is_hidden() and page.locator("#pick-left").is_hidden()
+            released.append(True)
+            for route in held:
+                route.continue_()
+            page.click("#show")
+            page.click("#pick-left")
+            page.wait_for_selector("#feedback-text:has-text('the real photo was on the')")
+        finally:
+            browser.close()
+
+
 # --- one server per study, files it cannot use, and a server that survives the network ----------
 
 
@@ -526,12 +565,7 @@ def quick_server(study):
         srv.closed.set()
 
     srv.shutdown_request = shutdown_request
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    yield from serving(srv)
 
 
 def raw_connection(srv: SurveyServer) -> socket.socket:

@@ -51,6 +51,7 @@
   // One trial: both photos decoded before they are shown, so the exposure is the same for all.
   async function present(trial, label) {
     $("progress").textContent = label;
+    panel(null); // no button until the photos are decoded: a click before would be lost
     const stage = $("stage");
     stage.classList.add("covered");
     const [left, right] = await Promise.all([loadPhoto(trial.left), loadPhoto(trial.right)]);
