@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from colorize_cli.errors import UserError
-from colorize_cli.files import available_memory, sha256_or_reason, usable_cpus
+from colorize_cli.files import available_memory, read_reason, sha256_or_reason, usable_cpus
 from colorize_cli.imageio import GRAYSCALE_REASON, ImageError, is_grayscale, list_images, open_image
 from colorize_cli.pairs import RESAMPLE, SPLITS, PrepConfig, assign_splits, is_prep_output, pair_halves, read_pair
 
@@ -201,7 +201,7 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
     except FileNotFoundError:
         raise UserError(f"{root}: no such folder (expected a prep output or a folder of photos); {PHOTOS_HINT}") from None
     except OSError as e:  # a symlink loop, no permission
-        raise UserError(f"{root}: cannot read ({e.strerror or e})") from None
+        raise UserError(f"{root}: {read_reason(e)}") from None
     with ThreadPoolExecutor(workers or usable_cpus()) as pool:
         found = _PrepOutput(root, size) if is_prep_output(root) else _PhotoFolder(root, size, pool)
         limit = memory if memory is not None else available_memory() // 2

@@ -24,6 +24,10 @@ from colorize_cli.errors import UserError
 
 # Longest file name (bytes) most file systems allow (ext4, XFS, btrfs, APFS, NTFS in UTF-16 units).
 NAME_MAX = 255
+# The process's umask, read once at import: reading it means setting it, which is not safe while
+# other threads (prep's workers) create files.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class WriteError(UserError):
@@ -70,9 +74,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         # mkstemp makes the file owner-only (0600); give it the permissions a normal write would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
@@ -112,12 +114,17 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def read_reason(e: OSError) -> str:
+    """The one wording of a failed read (no permission, a symlink loop, an I/O error)."""
+    return f"cannot read ({e.strerror or e})"
+
+
 def sha256_or_reason(path: str | os.PathLike) -> tuple[str, str]:
     """(sha256, "") or ("", why the file cannot be read): batch jobs skip it with that reason."""
     try:
         return sha256_file(path), ""
     except OSError as e:
-        return "", f"cannot read ({e.strerror or e})"
+        return "", read_reason(e)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from colorize_cli.errors import UserError
-from colorize_cli.files import write_bytes_atomic
+from colorize_cli.files import read_reason, write_bytes_atomic
 from colorize_cli.metrics import colorfulness
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -102,7 +102,7 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     except OSError as e:  # after UnidentifiedImageError, which is one
         if e.errno is None:  # Pillow's decoders raise errno-less OSErrors for bad data
             raise ImageError(f"{name}: cannot decode ({e})") from None
-        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None  # a symlink loop, an I/O error
+        raise ImageError(f"{name}: {read_reason(e)}") from None  # a symlink loop, an I/O error
     except (SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode ({e})") from None
     check_dimensions(name, rgb.width, rgb.height)

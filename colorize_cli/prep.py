@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from colorize_cli.errors import UserError
-from colorize_cli.files import (ensure_memory, make_folder, path_text, real_path, sha256_or_reason,
+from colorize_cli.files import (ensure_memory, make_folder, path_text, read_reason, real_path, sha256_or_reason,
                                 write_csv_atomic)
 from colorize_cli.imageio import (
     GRAYSCALE_REASON,
@@ -184,7 +184,7 @@ def _make(job: _Job, staging: Path, cfg: PrepConfig) -> _Outcome:
     try:
         data = job.source.read_bytes()
     except OSError as e:
-        return _Outcome(job, f"cannot read ({e.strerror or e})")
+        return _Outcome(job, read_reason(e))
     if hashlib.sha256(data).hexdigest() != job.sha256:
         return _Outcome(job, "changed while prep was reading it (run again)")
     try:

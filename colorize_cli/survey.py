@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from colorize_cli.errors import UserError
-from colorize_cli.files import exclusive_lock, path_text, write_error
+from colorize_cli.files import exclusive_lock, path_text, read_reason, write_error
 from colorize_cli.imageio import ImageError, list_images, save_image
 from colorize_cli.pairs import read_pair
 from colorize_cli.terminal import plural, skipped
@@ -301,7 +301,7 @@ class AnswerLog:
         except IsADirectoryError:
             raise UserError(f"{path}: is a folder, not a votes file") from None
         except OSError as e:
-            raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+            raise UserError(f"{path}: {read_reason(e)}") from None
         if not raw:
             return
         if not raw.endswith(b"\n"):

@@ -45,7 +45,7 @@ from colorize_cli.color import encode_input, encode_target
 from colorize_cli.data import DataSet, Pairs, load_data
 from colorize_cli.device import Device, autocast_bf16, ensure_gpu_memory
 from colorize_cli.errors import UserError
-from colorize_cli.files import atomic_path, ensure_memory, exclusive_lock, make_folder
+from colorize_cli.files import atomic_path, ensure_memory, exclusive_lock, make_folder, read_reason
 from colorize_cli.model import ModelConfig, PatchGAN, UNet, build
 from colorize_cli.pairs import PrepConfig, native_size
 from colorize_cli.processes import Dist, StopFlag, catch_stop, cpu_threads, start_processes
@@ -222,7 +222,7 @@ def check_new_run_folder(out: Path) -> None:
     except NotADirectoryError:
         raise UserError(f"{out}: not a folder; choose another --out") from None
     except OSError as e:
-        raise UserError(f"{out}: cannot read ({e.strerror or e})") from None
+        raise UserError(f"{out}: {read_reason(e)}") from None
     if names:
         shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
         raise UserError(f"{out}: holds other files ({shown}) and no run (no config.json); a new run starts only "
