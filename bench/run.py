@@ -3,9 +3,11 @@ this machine, and how close each path runs to the machine's own limit.
 
     ./setup.sh python bench/run.py            # every device here: the CPU, and CUDA when present
     ./setup.sh python bench/run.py --quick    # fewer sizes and repeats (a few minutes on a laptop)
+    ./setup.sh python bench/run.py --device cpu --bf16-only   # just the CPU's bf16 on/off figures
 
 What it measures, per device (each case in a fresh process, so peak memory is its own):
-- the machine's matrix-multiply rate: fp32 on the CPU, bf16 on a GPU (the "limit");
+- the machine's matrix-multiply rate in the type the networks compute in (the "limit"): bf16
+  on a GPU and on a CPU with native bf16 (`device.native_bf16`), else fp32;
 - training images/s at 256 px for the default model (width 64): batch 1 as the original
   project trained, and a sweep of batch sizes for the fastest;
 - inference images/s at 256 px (the network, batch 1 and 8) and per photo (the whole
@@ -13,11 +15,15 @@ What it measures, per device (each case in a fresh process, so peak memory is it
   512x341 photo, for the default model and the bundled one;
 - achieved GFLOP/s (torch.utils.flop_counter) as a fraction of the matrix-multiply rate;
 - before/after for each fast path, the two forms measured in alternating rounds;
+- on a CPU with native bf16, the bundled model as `colorize infer` runs it with bf16 and with
+  COLORIZE_NO_BF16=1: 512x341 photos in full batches (photos/s), and one 12-megapixel photo
+  through `Colorizer.colorize` (seconds);
 - `colorize train` on ../shared/data/beach-photos through the real command line, so start-up
   and data decoding are in the figure, and (CUDA) the original project's whole run.
 
-Every figure is the median of repeated rounds after warm-up. Output: tables on the terminal
-and bench/results/<device>.json (override with --out).
+Every figure is the median of repeated rounds after warm-up; the CPU's name says whether it
+computed in bf16 (`device.cpu_name`). Output: tables on the terminal and
+bench/results/<device>.json (override with --out).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -52,11 +59,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from colorize_cli.data import Pairs, load_data  # noqa: E402
-from colorize_cli.device import autocast_bf16  # noqa: E402
+from colorize_cli.canvas import DEFAULT_BATCH  # noqa: E402
+from colorize_cli.device import NO_BF16, autocast_bf16, cpu_bf16, cpu_name, native_bf16  # noqa: E402
 from colorize_cli.colorizer import BUNDLED_MODEL, Colorizer  # noqa: E402
 from colorize_cli.model import (ModelConfig, UNet, UpConv, fold_batchnorm, for_inference, freeze_phases,  # noqa: E402
                                 init_weights, upsample_then_conv)
-from colorize_cli.train import Nets, TrainConfig, get_batch  # noqa: E402
+from colorize_cli.train import Nets, Order, TrainConfig, get_batch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 BEACH, LANDSCAPE = SHARED / "beach-photos", SHARED / "landscape-photos"
@@ -132,11 +140,11 @@ def setup_device(name: str) -> torch.device:
 
 
 def matmul_rate(device_name: str, quick: bool) -> dict:
-    """The machine's limit: the best median rate of square matrix products, fp32 on a CPU,
-    bf16 on a GPU (what training and inference use there)."""
+    """The machine's limit: the best median rate of square matrix products, in bf16 where the
+    networks compute in it (`native_bf16`), else fp32."""
     device = setup_device(device_name)
     cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if cuda else torch.float32
+    dtype = torch.bfloat16 if native_bf16(device) else torch.float32
     sizes = [8192] if cuda else [2048] if quick else [1024, 2048, 4096]
     per_call = 10 if cuda else 1
     rates = {}
@@ -168,6 +176,13 @@ def _nets(device: torch.device, width: int, size: int, compile_: bool = False) -
     return Nets(cfg, device)
 
 
+def _whole(data: Pairs, idx: torch.Tensor) -> Order:
+    """Photos `idx` whole (no crop), every other one flipped, as a batch for get_batch."""
+    side = data.color.shape[-1]
+    crop = torch.tensor([side, 0, 0]).repeat(len(idx), 1)
+    return Order(idx, idx % 2 == 0, crop)
+
+
 def _train_step_fn(nets: Nets, data: Pairs, batch: int, device: torch.device, steps: int) -> Callable[[], None]:
     """`steps` training steps on batches drawn as `colorize train` draws them (get_batch)."""
     n = len(data)
@@ -176,9 +191,8 @@ def _train_step_fn(nets: Nets, data: Pairs, batch: int, device: torch.device, st
     def run() -> None:
         for _ in range(steps):
             start = state["i"] % (n - batch + 1)
-            idx = torch.arange(start, start + batch, device=data.color.device)
-            flip = (idx % 2 == 0)
-            nets.train_step(*get_batch(data, idx, flip, device, nets.channels_last))
+            idx = torch.arange(start, start + batch)
+            nets.train_step(*get_batch(data, _whole(data, idx), data.color.shape[-1], device, nets.channels_last))
             state["i"] += batch
 
     return run
@@ -297,7 +311,7 @@ def infer_ablations(device_name: str, quick: bool) -> list[dict]:
     fast = for_inference(raw).to(memory_format=torch.channels_last)
     x = torch.rand(batch, 1, 256, 256, device=device)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    amp = lambda: autocast_bf16(cuda)  # noqa: E731
+    amp = lambda: autocast_bf16(device)  # noqa: E731
 
     def forward(net: nn.Module, inp: torch.Tensor, mode: Callable = torch.inference_mode, cast: Callable = amp
                 ) -> Callable[[], object]:
@@ -314,7 +328,7 @@ def infer_ablations(device_name: str, quick: bool) -> list[dict]:
     contiguous = copy.deepcopy(fast).to(memory_format=torch.contiguous_format)
     cases.append(("channels_last", forward(contiguous, x)))
     cases.append(("inference_mode (vs no_grad)", forward(fast, x_cl, torch.no_grad)))
-    if cuda:
+    if native_bf16(device):
         cases.append(("bf16 autocast", forward(fast, x_cl, cast=nullcontext)))
     out = []
     for path, before in cases:
@@ -323,6 +337,34 @@ def infer_ablations(device_name: str, quick: bool) -> list[dict]:
     if not cuda:
         out.append(_threads_ablation("infer 256 px, batch 8, width 64", best, batch, device, quick))
     return out
+
+
+def bf16_inference(device_name: str, quick: bool) -> list[dict]:
+    """The bundled model as `colorize infer` runs it, with COLORIZE_NO_BF16=1 and with the bf16
+    autocast of a CPU with native bf16, in alternating rounds: 512x341 photos in full batches,
+    and one 12-megapixel photo (4240x2832) end to end through Colorizer.colorize. The variable
+    is read on every network pass, so one Colorizer serves both."""
+    device = setup_device(device_name)
+    colorizer = _colorizer("bundled", device)
+
+    def run(photos: list[Image.Image], bf16: bool) -> Callable[[], object]:
+        def call() -> object:
+            if bf16:
+                os.environ.pop(NO_BF16, None)
+            else:
+                os.environ[NO_BF16] = "1"
+            return colorizer.colorize_batch(photos)
+        return call
+
+    rows = []
+    batch = [_photo(512, 341)] * DEFAULT_BATCH
+    for what, photos, repeats in ((f"{DEFAULT_BATCH} photos 512x341, batch {DEFAULT_BATCH}", batch, 3 if quick else 7),
+                                  ("one 12 MP photo 4240x2832", [_photo(4240, 2832)], 2 if quick else 5)):
+        t_fp32, t_bf16 = alternate(run(photos, False), run(photos, True), device, 1, repeats)
+        rows.append({"what": what, "model": "bundled", "photos": len(photos), "fp32_s": t_fp32, "bf16_s": t_bf16,
+                     "speedup": t_fp32 / t_bf16})
+    os.environ.pop(NO_BF16, None)
+    return rows
 
 
 def _ablation_row(what: str, path: str, images: int, t_before: float, t_after: float) -> dict:
@@ -369,10 +411,15 @@ def train_ablations(device_name: str, width: int, batch: int, quick: bool) -> li
     nchw.channels_last = False
     cases.append(("channels_last", _train_step_fn(nchw, data, batch, device, steps)))
 
+    if native_bf16(device):
+        fp32_steps = _train_step_fn(_nets(device, width, 256), data, batch, device, steps)
+
+        def fp32() -> None:
+            with mock.patch("colorize_cli.train.autocast_bf16", lambda _device: nullcontext()):
+                fp32_steps()
+
+        cases.append(("bf16 autocast", fp32))
     if cuda:
-        fp32 = _nets(device, width, 256)
-        fp32.amp = False
-        cases.append(("bf16 autocast", _train_step_fn(fp32, data, batch, device, steps)))
         unfused = _nets(device, width, 256)
         unfused.opt_g = torch.optim.Adam(unfused.g.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True)
         unfused.opt_d = torch.optim.Adam(unfused.d.parameters(), lr=2e-4, betas=(0.5, 0.999), foreach=True)
@@ -382,8 +429,8 @@ def train_ablations(device_name: str, width: int, batch: int, quick: bool) -> li
 
         def synced() -> None:
             for _ in range(steps):
-                idx = torch.arange(batch, device=device)
-                losses = fast.train_step(*get_batch(data, idx, idx % 2 == 0, device, True))
+                idx = torch.arange(batch)
+                losses = fast.train_step(*get_batch(data, _whole(data, idx), data.color.shape[-1], device, True))
                 losses.tolist()  # a host read every step, as a per-step log line would do
 
         cases.append(("no host sync per step", synced))
@@ -431,7 +478,7 @@ def data_ablation(size: int, batch: int, quick: bool) -> dict | None:
         idx = torch.arange(min(batch, len(data.train)))
 
         def in_memory() -> None:
-            get_batch(data.train, idx, idx % 2 == 0, device, True)
+            get_batch(data.train, _whole(data.train, idx), size, device, True)
 
         t_before, t_after = alternate(decode_each_step, in_memory, device, 1, 5 if quick else 9)
     row = _ablation_row(f"one batch of {batch} at {size} px (data only)", "data decoded once, in memory", len(files),
@@ -539,23 +586,24 @@ def seed_run(device: str, batch: int | None) -> dict | None:
 
 
 def machine(device: str) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
-            platform.machine(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_name(),
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
-def suite(device: str, quick: bool) -> dict:
+def suite(device: str, quick: bool, bf16_only: bool = False) -> dict:
     cuda = device == "cuda"
     res: dict = {"device": device, "machine": machine(device), "quick": quick,
                  "date": time.strftime("%Y-%m-%d %H:%M")}
     step = lambda what: console.print(f"[dim]{device}: {what}[/dim]")  # noqa: E731
+    res["bf16"] = []
+    if not cuda and cpu_bf16():  # COLORIZE_NO_BF16 leaves CUDA's bf16 on: nothing to compare there
+        step("inference with bf16 and with COLORIZE_NO_BF16=1, bundled model")
+        res["bf16"] = in_child(bf16_inference, device_name=device, quick=quick)
+    if bf16_only:
+        return res
     step("matrix-multiply rate")
     first = in_child(matmul_rate, device_name=device, quick=quick)
 
@@ -624,11 +672,32 @@ def suite(device: str, quick: bool) -> dict:
 # --- report ---------------------------------------------------------------------------------
 
 
+def report_bf16(rows: list[dict]) -> None:
+    """The bf16 on/off figures: photos/s for a batch, seconds for a single photo."""
+    if not rows:
+        console.print("bf16 on/off: not measured (a CPU with native bf16 and COLORIZE_NO_BF16 unset only)")
+        return
+    t = Table(title="bf16 autocast on this CPU: COLORIZE_NO_BF16=1 -> bf16 (medians of alternating rounds)",
+              title_justify="left")
+    for col in ("measured on", "fp32", "bf16", "speed-up"):
+        t.add_column(col, justify="left" if col == "measured on" else "right")
+    cell = lambda r, s: f"{r['photos'] / s:.2f} photos/s" if r["photos"] > 1 else f"{s:.2f} s"  # noqa: E731
+    for r in rows:
+        t.add_row(f"{r['what']}, {r['model']} model", cell(r, r["fp32_s"]), cell(r, r["bf16_s"]),
+                  f"x{r['speedup']:.2f}")
+    console.print(t)
+
+
 def report(res: dict) -> None:
-    m, limit = res["matmul"], res["matmul"]["gflops"]
     name = res["machine"].get("gpu", res["machine"]["cpu"])
-    console.print(f"\n[bold]{res['device']}[/bold]: {name}, torch {res['machine']['torch']}, "
-                  f"{res['machine']['threads']} threads · {m['dtype']} matrix multiply {limit:.0f} GFLOP/s "
+    line = f"\n[bold]{res['device']}[/bold]: {name}, torch {res['machine']['torch']}, " \
+           f"{res['machine']['threads']} threads"
+    if "matmul" not in res:  # --bf16-only
+        console.print(line)
+        report_bf16(res["bf16"])
+        return
+    m, limit = res["matmul"], res["matmul"]["gflops"]
+    console.print(f"{line} · {m['dtype']} matrix multiply {limit:.0f} GFLOP/s "
                   f"(n={m['size']}, the better median of two measurements)")
     t = Table(title="speed (medians after warm-up)", title_justify="left")
     for col in ("what", "batch", "images/s", "GFLOP/image", "GFLOP/s", "of matmul", "peak MB"):
@@ -650,6 +719,8 @@ def report(res: dict) -> None:
         a.add_row(r["what"], r["fast_path"], f"{r['before_images_per_s']:.2f}", f"{r['after_images_per_s']:.2f}",
                   f"x{r['speedup']:.2f}")
     console.print(a)
+    if res["device"] == "cpu":
+        report_bf16(res["bf16"])
     for r in res["cli"]:
         if "failed" in r:
             console.print(f"{r['command']}: failed (exit {r['failed']})")
@@ -680,6 +751,8 @@ def main() -> int:
     ap.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
                     help="what to measure [default: the CPU, and CUDA when present]")
     ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    ap.add_argument("--bf16-only", action="store_true",
+                    help="only the bundled model with bf16 and with COLORIZE_NO_BF16=1 (a CPU with native bf16)")
     ap.add_argument("--out", type=Path, help="JSON file [default: bench/results/<device>.json]")
     args = ap.parse_args()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
@@ -692,8 +765,9 @@ def main() -> int:
     if not BEACH.is_dir():
         console.print(f"{BEACH} not found: the command-line training run and the data case are skipped")
     for device in devices:
-        res = suite(device, args.quick)
-        out = args.out or ROOT / "bench" / "results" / f"{device}{'-quick' if args.quick else ''}.json"
+        res = suite(device, args.quick, args.bf16_only)
+        name = f"{device}{'-bf16' if args.bf16_only else ''}{'-quick' if args.quick else ''}.json"
+        out = args.out or ROOT / "bench" / "results" / name
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(res, indent=2) + "\n")

@@ -10,7 +10,7 @@ A training run's checkpoints (RUN/last.safetensors, RUN/best.safetensors) carry 
 `--resume` needs to go on bit for bit: besides both networks, the optimizers' state
 (`optimizer_g.*`, `optimizer_d.*` tensors, the rest in `extra`), every process's random
 generators (`rng.{cpu,cuda,mps}.RANK`), the epoch's loss sums so far (`loss_sums`), and in
-`extra` the schedulers, where the run stands (RunState) and its whole config. `Checkpointer`
+`extra` where the run stands (RunState: the learning rate follows from it) and its whole config. `Checkpointer`
 decides when they are written.
 """
 
@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from colorize_cli.errors import UserError
 from colorize_cli.files import atomic_path
-from colorize_cli.model import ModelConfig, UNet
+from colorize_cli.model import MAX_GAIN, ModelConfig, UNet
 from colorize_cli.processes import Dist
 
 
@@ -107,10 +107,15 @@ def load_state(net: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, so
 
 
 def load_generator(path: str | os.PathLike) -> tuple[UNet, ModelConfig]:
-    """The eval-mode generator from a checkpoint file (weights under `generator.`)."""
-    tensors, cfg, _ = load_checkpoint(path)
+    """The eval-mode generator from a checkpoint file (weights under `generator.`), with the
+    chroma gain its training calibrated (`extra["chroma_gain"]`; 1 in files from before that)."""
+    tensors, cfg, extra = load_checkpoint(path)
     g = UNet(cfg)
     load_state(g, tensors, "generator", path)
+    gain = (extra or {}).get("chroma_gain", 1.0)
+    if type(gain) not in (int, float) or not 0 < gain <= MAX_GAIN:
+        raise UserError(f"{path}: chroma_gain {gain!r} in its metadata is not a number in (0, {MAX_GAIN:g}]")
+    g.chroma_gain = float(gain)
     return g.eval(), cfg
 
 
@@ -120,15 +125,13 @@ State = tuple[dict[str, torch.Tensor], dict]  # a training checkpoint's tensors 
 
 
 class Networks(Protocol):
-    """What a training checkpoint holds of the training (train.Nets): both networks, their
-    optimizers and learning-rate schedules."""
+    """What a training checkpoint holds of the training (train.Nets): both networks and their
+    optimizers."""
 
     g: nn.Module
     d: nn.Module
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
-    sched_g: torch.optim.lr_scheduler.LRScheduler
-    sched_d: torch.optim.lr_scheduler.LRScheduler
 
 
 @dataclass
@@ -138,8 +141,10 @@ class RunState:
     loss_sums: torch.Tensor  # d_loss, g_adv, g_l1 summed over this epoch's steps so far
     epoch: int = 0  # complete epochs
     step: int = 0  # steps done of the next epoch (a run stopped within it)
-    best_l1: float = math.inf  # the best epoch's test L1 (inf: none yet); rank 0's
+    best_score: float = math.inf  # the best epoch's scoring.selection_score (inf: none yet); rank 0's
     best_epoch: int = 0
+    seconds: float = 0.0  # spent training (steps, evaluations, checkpoints), over all sessions
+    chroma_gain: float = 1.0  # the generator's calibrated gain after the last evaluation (UNet)
 
 
 def _optimizer_state(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -198,9 +203,9 @@ def training_state(nets: Networks, run: RunState, train_config: dict, d: Dist, d
     if keep:
         tensors = {k: v.detach().clone() for k, v in tensors.items()}
     extra = {"epoch": run.epoch, "step": run.step, "optimizer_g": meta_g, "optimizer_d": meta_d,
-             "scheduler_g": nets.sched_g.state_dict(), "scheduler_d": nets.sched_d.state_dict(),
-             "best_l1": run.best_l1 if math.isfinite(run.best_l1) else None, "best_epoch": run.best_epoch,
-             "world_size": d.world, "train_config": train_config}
+             "best_score": run.best_score if math.isfinite(run.best_score) else None, "best_epoch": run.best_epoch,
+             "seconds": run.seconds, "chroma_gain": run.chroma_gain, "world_size": d.world,
+             "train_config": train_config}
     return tensors, extra
 
 
@@ -213,13 +218,14 @@ def load_training(nets: Networks, state: State, d: Dist, device: torch.device, s
     load_state(nets.d, tensors, "discriminator", source)
     _load_optimizer(nets.opt_g, "optimizer_g", tensors, extra["optimizer_g"])
     _load_optimizer(nets.opt_d, "optimizer_d", tensors, extra["optimizer_d"])
-    nets.sched_g.load_state_dict(extra["scheduler_g"])
-    nets.sched_d.load_state_dict(extra["scheduler_d"])
     same_world = extra["world_size"] == d.world
     step = extra["step"] if same_world else 0
+    # A checkpoint from before the selection score (its best chosen by test L1) has no score to
+    # beat: the next epoch is compared with nothing.
+    best = extra.get("best_score")
     run = RunState(tensors["loss_sums"].to(device) if step and d.main else torch.zeros(3, device=device),
-                   extra["epoch"], step, extra["best_l1"] if extra["best_l1"] is not None else math.inf,
-                   extra["best_epoch"])
+                   extra["epoch"], step, best if best is not None else math.inf, extra["best_epoch"],
+                   extra.get("seconds", 0.0), extra.get("chroma_gain", 1.0))
     if same_world:
         _restore_rng(tensors, d, device)
     return run

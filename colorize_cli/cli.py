@@ -24,6 +24,7 @@ from colorize_cli.device import Device
 from colorize_cli.errors import UserError, one_line
 from colorize_cli.fetch import Limits
 from colorize_cli.pairs import Fit, PrepConfig
+from colorize_cli.terminal import parse_duration
 
 console = Console(stderr=True, highlight=False)  # progress, notes, warnings, errors
 stdout = Console(highlight=False)  # results: tables and reports
@@ -180,6 +181,26 @@ def prep_command(
     prep.render(prep.run(src, dest, cfg, console), stdout)
 
 
+def _duration(value: str | None) -> float | None:
+    """--time's text as seconds (a one-line error for anything else)."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _shares(value: str | None) -> list[float] | None:
+    """--mix's comma-separated numbers."""
+    if value is None:
+        return None
+    try:
+        return [float(part) for part in value.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a list of numbers such as 2,1,1") from None
+
+
 class _TrainCommand(typer.core.TyperCommand):
     """`colorize train`, whose option help names its defaults as {fields}: filled in from the
     config dataclasses (train.help_defaults) when the help is shown, since reading them loads
@@ -200,17 +221,34 @@ def train(
     data: Annotated[Optional[Path], typer.Argument(metavar="DATA", help="A `colorize prep` output (DATA/train, DATA/test) or a folder of "
                                                         "color photos (split as prep would). Optional with --resume.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="RUN", help="Run folder \\[default: runs/<date-time>].")] = None,
+    also: Annotated[Optional[list[Path]], typer.Option(
+        "--also", metavar="DATA", help="Train on these photos too (a prep output or photo folder; repeat for more). "
+                                       "Their test photos are never trained on; the run is scored on DATA's.")] = None,
+    mix: Annotated[Optional[str], typer.Option(
+        "--mix", metavar="SHARES", callback=_shares,
+        help="Share of each epoch drawn from DATA, then from each --also, e.g. 2,1,1 \\[default: in proportion "
+             "to their photos].")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Passes over the training photos "
-                                                  "\\[default: {epochs}; with --resume: the run's, or more to train on].")] = None,
+                                                  "\\[default: {epochs} on a GPU; with --resume: the run's, or more to train on].")] = None,
+    time: Annotated[Optional[str], typer.Option(
+        "--time", metavar="DURATION", callback=_duration,
+        help="Train for this long (e.g. 90s, 10m, 1h30m), evaluations included: the learning rate follows the "
+             "clock, and the run ends when the time is spent \\[default on a CPU unless --epochs is given: "
+             "{cpu_time}; with --resume: the run's, or more to train on].")] = None,
+    crop_min: Annotated[Optional[float], typer.Option(
+        "--crop-min", min=0.0, max=1.0, clamp=False,
+        help="Random crops: each side a random share between this and 1 of the photo's (scale jitter); "
+             "1: the whole photo \\[default: {crop_min:g}].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", min=1, help="Photos per step, per process \\[default: {batch_size}].")] = None,
     size: Annotated[Optional[int], typer.Option("--size", min=4, help="Training size in px, a multiple of 2^(U-Net levels) "
-                                                "\\[default: the prep output's own, else {size}].")] = None,
+                                                "\\[default on a CPU: {cpu_size}; else the prep output's own, else {size}].")] = None,
     space: Annotated[Optional[Space], typer.Option(
         "--space", help="lab: predict a*b*, keep the photo's lightness; rgb: predict R, G, B (the original) "
                         "\\[default: {space}].")] = None,
     width: Annotated[Optional[int], typer.Option(
-        "--width", min=1, help="Channels of the first layer (the original: 64) \\[default: {width}].")] = None,
+        "--width", min=1, help="Channels of the first layer (the original: 64) \\[default: {width} on a GPU, "
+                               "{cpu_width} on a CPU].")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate \\[default: {lr:g} for adam, {sgd_lr:g} for sgd].")] = None,
     optimizer: Annotated[Optional[Optimizer], typer.Option(
         "--optimizer", help="adam (betas {beta1:g}, {beta2:g}) or plain sgd \\[default: {optimizer}].")] = None,
@@ -218,16 +256,22 @@ def train(
         "--gan-loss", help="lsgan: least squares (the original); vanilla: logistic \\[default: {gan_loss}].")] = None,
     l1_weight: Annotated[Optional[float], typer.Option(
         "--l1-weight", min=0.0, help="Weight of L1 against the adversarial loss \\[default: {l1_weight:g}].")] = None,
+    gan_weight: Annotated[Optional[float], typer.Option(
+        "--gan-weight", min=0.0, help="Weight of the adversarial loss (pix2pix: 1); 0: L1 alone, no discriminator "
+                                      "\\[default: {gan_weight:g}].")] = None,
+    no_chroma_gain: Annotated[bool, typer.Option(
+        "--no-chroma-gain", help="Keep the network's raw colours (default: scaled so its output on training photos "
+                                 "reaches 0.8 of their colourfulness; the gain is kept with the checkpoint).")] = False,
     device: Annotated[Optional[Device], typer.Option(
         "--device", help="Where to train \\[default: {device}: cuda, else mps, else cpu].")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Initial weights, shuffling, flips, dropout \\[default: {seed}].")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         "--resume", metavar="RUN", help="Go on with a stopped run, exactly where it stopped.")] = None,
     patience: Annotated[Optional[int], typer.Option(
-        "--patience", min=0, help="Stop after N epochs without a better test L1 \\[default: {patience}: never].")] = None,
+        "--patience", min=0, help="Stop after N epochs without a better selection score \\[default: {patience}: never].")] = None,
     preset: Annotated[Optional[Literal["seed"]], typer.Option(
-        "--preset", help="seed: the original recipe ({preset[space]}, batch size {preset[batch_size]}, "
-                         "{preset[gan_loss]} + {preset[l1_weight]:g} x L1, {preset[epochs]} epochs); options given too win.")] = None,
+        "--preset", help="seed: the original recipe ({preset[space]}, width {preset[width]}, batch size {preset[batch_size]}, GAN weight {preset[gan_weight]:g}, "
+                         "{preset[gan_loss]} + {preset[l1_weight]:g} x L1, {preset[epochs]} epochs, no chroma gain); options given too win.")] = None,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, help="CPU threads per process \\[default: all CPUs / processes].")] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (slow start, faster steps on GPUs).")] = False,
@@ -237,8 +281,10 @@ def train(
              "\\[default: {checkpoint_every:g}].")] = None,
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over all processes.")] = False,
 ) -> None:
-    """Train the pix2pix colorizer (U-Net + PatchGAN) on DATA: RUN/metrics.csv, samples/, curves.png,
-    best.safetensors (lowest test L1) and last.safetensors. Ctrl-C saves and stops (exit code
+    """Train the U-Net colorizer on DATA (L1 with a calibrated chroma gain; --gan-weight 1: pix2pix's
+    GAN with its PatchGAN): RUN/metrics.csv, samples/, curves.png,
+    best.safetensors (the epoch of lowest test CIEDE2000, counted up where its colours are
+    paler than the truth's) and last.safetensors. Ctrl-C saves and stops (exit code
     130); --resume RUN goes on. Under `torchrun --nproc-per-node=N -m colorize_cli train ...`
     it trains on N processes (GPUs: NCCL, CPUs: gloo)."""
     from colorize_cli.runlog import summary_table
@@ -247,8 +293,10 @@ def train(
 
     if data is None and resume is None:
         raise typer.BadParameter(NO_DATA, param_hint="'DATA'")
-    given = dict(epochs=epochs, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
-                 gan_loss=gan_loss, l1_weight=l1_weight, device=device, seed=seed, patience=patience, threads=threads,
+    given = dict(also=None if also is None else [str(a) for a in also], mix=mix, epochs=epochs, time=time,
+                 crop_min=crop_min, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
+                 gan_loss=gan_loss, l1_weight=l1_weight, gan_weight=gan_weight,
+                 chroma_gain=False if no_chroma_gain else None, device=device, seed=seed, patience=patience, threads=threads,
                  compile=compile_ or None, sync_bn=sync_bn or None, checkpoint_every=checkpoint_every)
     cfg = configure(None if data is None else str(data), None if out is None else str(out),
                     None if resume is None else str(resume), preset, {k: v for k, v in given.items() if v is not None})

@@ -30,7 +30,7 @@ from PIL import Image
 from colorize_cli.canvas import DEFAULT_BATCH, Geometry, activation_bytes, batches
 from colorize_cli.checkpoint import load_generator
 from colorize_cli.color import decode_output, encode_input, to_uint8_exact
-from colorize_cli.device import autocast_bf16, ensure_gpu_memory, pick_device
+from colorize_cli.device import autocast_bf16, ensure_gpu_memory, native_bf16, pick_device
 from colorize_cli.errors import UserError
 from colorize_cli.files import ensure_memory
 from colorize_cli.imageio import check_dimensions, to_gray
@@ -91,10 +91,12 @@ class Colorizer:
         """Refuse a working size and batch whose network pass cannot fit where it runs, before any
         photo is scaled up to it (instead of an allocator's error, or the OOM killer, later)."""
         what = f"working size {self.size} px at batch size {self.batch_size}"
-        if device.type == "cuda":  # under the bf16 autocast: 2 bytes a value
-            ensure_gpu_memory(activation_bytes(self.cfg, self.size, self.batch_size, element_bytes=2), what, device)
+        # 2 bytes a value under the bf16 autocast `predict` runs in (`native_bf16`), else 4.
+        needed = activation_bytes(self.cfg, self.size, self.batch_size, element_bytes=2 if native_bf16(device) else 4)
+        if device.type == "cuda":
+            ensure_gpu_memory(needed, what, device)
         else:
-            ensure_memory(activation_bytes(self.cfg, self.size, self.batch_size), what)
+            ensure_memory(needed, what)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu", size: int | None = None,
@@ -122,10 +124,11 @@ class Colorizer:
     @torch.inference_mode()
     def predict(self, works: Sequence[np.ndarray]) -> torch.Tensor:
         """Network output (N, C, ph, pw) on the CPU for working copies of one canvas shape
-        (computed in bf16 on a GPU: the chroma it predicts is far coarser than bf16's steps)."""
+        (computed in bf16 on a GPU and on CPUs with native bf16, `device.native_bf16`: the
+        chroma it predicts is far coarser than bf16's steps)."""
         x = torch.from_numpy(np.stack(works)).to(self.device).unsqueeze(1).float() / 255
         x = encode_input(x, self.cfg.space).contiguous(memory_format=torch.channels_last)
-        with autocast_bf16(self.device.type == "cuda"):
+        with autocast_bf16(self.device):
             return self.net(x).float().cpu()
 
     @torch.inference_mode()

@@ -13,11 +13,14 @@ its page cache), still decoded only once.
 
 - A prep output (DATA/train and DATA/test holding 2S x S "A|B" PNGs: color left, gray right)
   is used as it is (`pairs.read_pair`); pairs of another size than the one asked for are
-  resized (both halves, with prep's filter).
+  resized (both halves, with prep's filter). With `crops` (training's random crops), training
+  pairs larger than the size asked for keep their own size: crops of them lose no detail.
 - A plain folder of photos is turned into pairs the way `colorize prep` would with its
   defaults: duplicates (same bytes) and grayscale photos skipped, `--fit crop`, and the same
   seeded train/test split (pairs.assign_splits on the files' sha256, PrepConfig's default
-  test fraction and seed), so `prep` then `train` and `train` alone see the same split.
+  test fraction and seed), so `prep` then `train` and `train` alone see the same split. With
+  `crops`, the training photos are made at STORE_SCALE times the size asked for.
+The test split always comes at the size asked for: the whole photo, as inference sees it.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ import torch
 from PIL import Image
 
 from colorize_cli.errors import UserError
-from colorize_cli.files import available_memory, read_reason, sha256_or_reason, usable_cpus
+from colorize_cli.files import available_memory, ensure_memory, read_reason, sha256_or_reason, usable_cpus
 from colorize_cli.imageio import GRAYSCALE_REASON, ImageError, is_grayscale, list_images, open_image
-from colorize_cli.pairs import RESAMPLE, SPLITS, PrepConfig, assign_splits, is_prep_output, pair_halves, read_pair
+from colorize_cli.pairs import (RESAMPLE, SPLITS, PrepConfig, assign_splits, is_prep_output, native_size, pair_halves,
+                                read_pair)
 
 # Where training photos come from, for the errors that find none.
 PHOTOS_HINT = ("get photos with `colorize crawl KEYWORD` (then `colorize prep` them), "
                "or use any folder of your own color photos")
+STORE_SCALE = 1.25  # with crops, a photo folder's photos are made this much larger than the training size
 
 
 @dataclass
@@ -64,12 +69,27 @@ class Pairs:
 
 @dataclass
 class DataSet:
-    train: Pairs
-    test: Pairs
+    train: Pairs  # at `size`, or larger with crops
+    test: Pairs  # at `size`
     size: int
     source: str  # "prep output" or "photo folder", for the log
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     on_disk: bool = False  # decoded into a memory-mapped temporary file (larger than half the free memory)
+    groups: list[int] = field(default_factory=list)  # training photos of each data set joined (`join`); []: one
+
+    def join(self, more: list[DataSet]) -> DataSet:
+        """This data set with the training photos of `more` after its own (at this one's stored
+        size), and its own test split alone: the others' test photos are never trained on."""
+        if not more:
+            return self
+        store = self.train.color.shape[-1]
+        ensure_memory(sum(m.train.nbytes for m in more) + self.train.nbytes, "joining the training photos of DATA and --also")
+        parts = [self.train] + [_as_pairs(m.train.color.permute(0, 2, 3, 1).numpy(), m.train.gray[:, 0].numpy(),
+                                          m.train.names, store) for m in more]
+        train = Pairs(torch.cat([p.color for p in parts]).contiguous(memory_format=torch.channels_last),
+                      torch.cat([p.gray for p in parts]), [n for p in parts for n in p.names])
+        return DataSet(train, self.test, self.size, self.source, self.skipped + [s for m in more for s in m.skipped],
+                       False, [len(p) for p in parts])  # joined in RAM
 
 
 def _at_size(color: Image.Image, gray: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,9 +158,24 @@ class _Slots:
                 self.color[j], self.gray[j] = self.color[k], self.gray[k]
                 j = k
 
-    def pairs(self, start: int, stop: int, names: list[str]) -> Pairs:
-        color = torch.from_numpy(self.color[start:stop]).permute(0, 3, 1, 2)  # (N, 3, S, S), channels_last
-        return Pairs(color, torch.from_numpy(self.gray[start:stop])[:, None], names)
+    def pairs(self, start: int, stop: int, names: list[str], size: int) -> Pairs:
+        """Slots start..stop as Pairs, resized (prep's filter) to `size` if they are not at it."""
+        return _as_pairs(self.color[start:stop], self.gray[start:stop], names, size)
+
+
+def _as_pairs(color: np.ndarray, gray: np.ndarray, names: list[str], size: int) -> Pairs:
+    """(N, S, S, 3) and (N, S, S) uint8 arrays as Pairs at `size` (resized with prep's filter
+    where S differs); the colour tensor is (N, 3, S, S) with channels_last strides."""
+    if len(color) and color.shape[1] != size:
+        color = np.stack([np.asarray(Image.fromarray(c).resize((size, size), RESAMPLE)) for c in color])
+        gray = np.stack([np.asarray(Image.fromarray(g).resize((size, size), RESAMPLE)) for g in gray])
+    return Pairs(torch.from_numpy(color).permute(0, 3, 1, 2), torch.from_numpy(gray)[:, None], names)
+
+
+def whole_photos(pairs: Pairs, size: int, n: int) -> Pairs:
+    """The first `n` photos whole, at `size` (as the test split and inference see a photo)."""
+    color = pairs.color[:n].permute(0, 2, 3, 1).cpu().numpy()
+    return _as_pairs(color, pairs.gray[:n, 0].cpu().numpy(), pairs.names[:n], size)
 
 
 class _PrepOutput:
@@ -191,9 +226,12 @@ class _PhotoFolder:
 
 
 def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
-              memory: int | None = None) -> DataSet:
+              memory: int | None = None, crops: bool = False, need_test: bool = True) -> DataSet:
     """Decode DATA (a prep output or a photo folder, see the module docstring) into memory.
-    `memory`: bytes the decoded set may take in RAM [default: half of what is free now]."""
+    `memory`: bytes the decoded set may take in RAM [default: half of what is free now].
+    `crops`: keep the training photos larger than `size` where they are (see the docstring).
+    `need_test`: refuse a data set without test photos (not for one that only adds training
+    photos, `train --also`; its test photos are left out all the same)."""
     root = Path(root)
     try:
         if not stat.S_ISDIR(os.stat(root).st_mode):
@@ -202,10 +240,12 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
         raise UserError(f"{root}: no such folder (expected a prep output or a folder of photos); {PHOTOS_HINT}") from None
     except OSError as e:  # a symlink loop, no permission
         raise UserError(f"{root}: {read_reason(e)}") from None
+    prep = is_prep_output(root)
+    store = size if not crops else max(size, native_size(root)) if prep else round(size * STORE_SCALE)
     with ThreadPoolExecutor(workers or usable_cpus()) as pool:
-        found = _PrepOutput(root, size) if is_prep_output(root) else _PhotoFolder(root, size, pool)
+        found = _PrepOutput(root, store) if prep else _PhotoFolder(root, store, pool)
         limit = memory if memory is not None else available_memory() // 2
-        slots = _Slots(len(found.paths), size, on_disk=len(found.paths) * size * size * 4 > limit)
+        slots = _Slots(len(found.paths), store, on_disk=len(found.paths) * store * store * 4 > limit)
         skipped, kept = list(found.skipped), []
         for slot, (path, result) in enumerate(zip(found.paths, pool.map(found.read, found.paths))):
             if isinstance(result, str):
@@ -217,11 +257,11 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
     by_split = {s: [k for k in kept if split_of[k] == s] for s in SPLITS}
     slots.arrange(by_split["train"] + by_split["test"])
     n_train, n_test = len(by_split["train"]), len(by_split["test"])
-    train = slots.pairs(0, n_train, [found.paths[k].name for k in by_split["train"]])
-    test = slots.pairs(n_train, n_train + n_test, [found.paths[k].name for k in by_split["test"]])
+    train = slots.pairs(0, n_train, [found.paths[k].name for k in by_split["train"]], store)
+    test = slots.pairs(n_train, n_train + n_test, [found.paths[k].name for k in by_split["test"]], size)
     if not len(train):
         raise UserError(f"{root}: no usable training images ({found.source}); {PHOTOS_HINT}")
-    if not len(test):
+    if not len(test) and need_test:
         raise UserError(f"{root}: no test images, so nothing to measure progress on; "
                         f"make a split with `colorize prep --test-fraction {PrepConfig.test_fraction:g}`")
     return DataSet(train, test, size, found.source, skipped, slots.on_disk)

@@ -1,6 +1,6 @@
 """Where the networks run: the choices `--device` accepts (`Device`), picking one, the bf16
-autocast of the GPU fast path, and the check that a job fits in a GPU's free memory (the GPU's
-counterpart of `files.ensure_memory`).
+autocast of the fast path (every GPU, and CPUs that do bf16 natively), and the check that a job
+fits in a GPU's free memory (the GPU's counterpart of `files.ensure_memory`).
 
 torch is imported inside the functions, so the command line can offer the choices without
 loading it.
@@ -8,7 +8,11 @@ loading it.
 
 from __future__ import annotations
 
+import functools
+import os
+import platform
 from contextlib import nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from colorize_cli.errors import UserError
@@ -20,11 +24,51 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[str, ...] = get_args(Device)
 
 
-def autocast_bf16(enabled: bool) -> torch.autocast | nullcontext:
-    """bf16 autocast on CUDA where `enabled` (the GPU fast path), else no change."""
+# CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: Intel AMX tiles and AVX512-BF16
+# (Sapphire Rapids and later, AMD Zen 4 and later). Elsewhere oneDNN emulates bf16, slower than fp32.
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+CPUINFO = Path("/proc/cpuinfo")
+NO_BF16 = "COLORIZE_NO_BF16"  # set (to anything but "" or "0"): fp32 everywhere, e.g. to compare
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and feature flags as Linux lists them ("", {} where unreadable)."""
+    try:
+        lines = CPUINFO.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    field = lambda key: next((ln.partition(":")[2] for ln in lines if ln.startswith(key)), "")  # noqa: E731
+    return field("model name").strip(), frozenset(field("flags").split())
+
+
+def _bf16_allowed() -> bool:
+    return os.environ.get(NO_BF16, "") in ("", "0")
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (BF16_FLAGS), unless NO_BF16 is set."""
+    return _bf16_allowed() and bool(_cpuinfo()[1] & BF16_FLAGS)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds `device` up: every CUDA GPU, and CPUs with native bf16
+    (on a 2-core AMX Xeon, width-32 training 2.6x faster); never MPS; nowhere under NO_BF16."""
+    return (device.type == "cuda" and _bf16_allowed()) or (device.type == "cpu" and cpu_bf16())
+
+
+def cpu_name() -> str:
+    """The CPU's model name and whether it computes in bf16, for reports of speed."""
+    name = _cpuinfo()[0] or platform.processor() or platform.machine()
+    return f"{name}, {'bf16 (native)' if cpu_bf16() else 'fp32'}"
+
+
+def autocast_bf16(device: torch.device) -> torch.autocast | nullcontext:
+    """bf16 autocast where `device` gains from it (`native_bf16`), else no change. The chroma the
+    generator predicts is far coarser than bf16's steps (3 significant digits)."""
     import torch
 
-    return torch.autocast("cuda", torch.bfloat16) if enabled else nullcontext()
+    return torch.autocast(device.type, torch.bfloat16) if native_bf16(device) else nullcontext()
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:

@@ -196,12 +196,20 @@ class ConvBlock(nn.Module):
         return self.drop(self.act(self.norm(self.conv(x))))
 
 
+MAX_GAIN = 4.0  # UNet.chroma_gain's ceiling: beyond it, no calibration but a damaged file
+
+
 class UNet(nn.Module):
     """pix2pix generator: encoder of stride-2 convs, decoder of upsample+conv, skip connections.
 
     Channels per level: w, 2w, 4w, 8w, 8w, ... (the original 7 levels at 256 px, w = 64,
     bottleneck 2x2x512). Each decoder block's output is concatenated with the encoder
     features of the same resolution, so fine detail (edges, texture) bypasses the bottleneck.
+
+    `chroma_gain` scales the output (clamped to [-1, 1]): 1 while training; a trained model's
+    calibrated gain comes with its checkpoint (`scoring.calibrate_gain`). An L1-trained network
+    predicts the median of the colours a pixel could have, paler than any of them; the gain
+    gives back the colourfulness of real photos. Not a weight: not in the state dict.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -221,6 +229,7 @@ class UNet(nn.Module):
             cin = 2 * chans[i]
         self.up = nn.ModuleList(ups)
         self.out = ConvBlock(cin, cfg.out_channels, down=False, norm=False, act=nn.Tanh())
+        self.chroma_gain = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -230,7 +239,8 @@ class UNet(nn.Module):
         skips.pop()  # the bottleneck itself
         for block in self.up:
             x = torch.cat([block(x), skips.pop()], dim=1)
-        return self.out(x)
+        out = self.out(x)
+        return out if self.chroma_gain == 1 else (out * self.chroma_gain).clamp(-1, 1)
 
 
 def receptive_field(d_layers: int) -> int:

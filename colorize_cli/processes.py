@@ -43,11 +43,15 @@ class Dist:
 
     def agree(self, flag: bool) -> bool:
         """True when any process says so."""
+        return bool(self.largest(float(flag)))
+
+    def largest(self, value: float) -> float:
+        """The largest of the processes' values (float64), the same in every process."""
         if not self.on:
-            return flag
-        t = torch.tensor([float(flag)], device=self.comm)
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.comm)
         torch_dist.all_reduce(t, torch_dist.ReduceOp.MAX)
-        return bool(t.item())
+        return float(t.item())
 
     def sum(self, t: torch.Tensor) -> None:
         """`t` summed over the processes, in place in each."""

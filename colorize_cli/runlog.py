@@ -56,8 +56,10 @@ class Reporter:
         )
         self.last_read = 0.0
 
-    def start(self, epochs: int, done: int, steps: int, images_per_step: int) -> None:
-        self.steps, self.epochs, self.images_per_step = steps, epochs, images_per_step
+    def start(self, epochs: int | None, done: int, steps: int, images_per_step: int, gan: bool = True) -> None:
+        """`epochs` None: a time budget ends the run, so the epoch bar has no total. `gan`: whether
+        the losses shown include the discriminator's (else L1 alone is trained)."""
+        self.steps, self.epochs, self.images_per_step, self.gan = steps, epochs, images_per_step, gan
         self.progress.start()
         self.epoch_bar = self.progress.add_task("epochs", total=epochs, completed=done, info="")
         self.step_bar = self.progress.add_task("steps", total=steps, info="")
@@ -72,23 +74,29 @@ class Reporter:
         now = time.perf_counter()
         if not self.progress.disable and now - self.last_read > self.every:
             self.last_read = now
-            d, adv, l1 = (sums / step).tolist()
             per_step = (now - self.t0) / max(step - self.step0, 1)
             rate = self.images_per_step / per_step
             left = (self.steps - step) * per_step
-            self.progress.update(self.step_bar, info=f"D {d:.3f}  G {adv:.3f} + L1 {l1:.4f}  {rate:.1f} img/s  ETA {_hms(left)}")
-            self.progress.update(self.epoch_bar, info=f"ETA {_hms(left + (self.epochs - epoch - 1) * self.steps * per_step)} "
-                                                      "(training steps only)")
+            self.progress.update(self.step_bar, info=f"{self._losses(*(sums / step).tolist())}  {rate:.1f} img/s  "
+                                                     f"ETA {_hms(left)}")
+            if self.epochs is not None:
+                rest = left + (self.epochs - epoch - 1) * self.steps * per_step
+                self.progress.update(self.epoch_bar, info=f"ETA {_hms(rest)} (training steps only)")
 
     def epoch_end(self, row: dict, best: bool) -> None:
         self.progress.update(self.epoch_bar, completed=int(row["epoch"]))
         if self.enabled:
+            of = f"/{self.epochs}" if self.epochs is not None else f" ({_hms(row['train_seconds'])} trained)"
             self.progress.console.print(
-                f"epoch {row['epoch']}/{self.epochs}  D {row['d_loss']:.3f}  G {row['g_adv']:.3f} + L1 {row['g_l1']:.4f}  "
-                f"| test L1 {row['test_l1']:.4f} PSNR {row['test_psnr']:.2f} SSIM {row['test_ssim']:.3f}  "
-                f"(gray {row['gray_l1']:.4f} {row['gray_psnr']:.2f} {row['gray_ssim']:.3f})  "
+                f"epoch {row['epoch']}{of}  {self._losses(row['d_loss'], row['g_adv'], row['g_l1'])}  "
+                f"| test PSNR {row['test_psnr']:.2f} SSIM {row['test_ssim']:.3f} CIEDE2000 {row['test_ciede2000']:.2f} "
+                f"colour {row['test_colorfulness']:.2f}  "
+                f"(gray {row['gray_psnr']:.2f} {row['gray_ssim']:.3f} {row['gray_ciede2000']:.2f})  "
                 f"| {row['images_per_s']:.1f} img/s {row['seconds']:.1f} s" + ("  [green]best[/green]" if best else ""),
                 soft_wrap=True)
+
+    def _losses(self, d: float, adv: float, l1: float) -> str:
+        return f"D {d:.3f}  G {adv:.3f} + L1 {l1:.4f}" if self.gan else f"L1 {l1:.4f}"
 
     def close(self) -> None:
         self.progress.stop()
@@ -96,8 +104,12 @@ class Reporter:
 
 # --- the run folder's record -------------------------------------------------------------
 
-CSV_FIELDS = ("epoch", "lr", "d_loss", "g_adv", "g_l1", "test_l1", "test_psnr", "test_ssim",
-              "gray_l1", "gray_psnr", "gray_ssim", "seconds", "images_per_s")
+SCORES = ("l1", "psnr", "ssim", "ciede2000", "colorfulness")  # scoring._scores's keys
+# Columns runs from before the selection score and the time budget did not write: NaN when read back.
+ADDED_FIELDS = ("test_ciede2000", "test_colorfulness", "test_score", "chroma_gain", "gray_ciede2000",
+                "gray_colorfulness", "train_seconds")
+CSV_FIELDS = ("epoch", "lr", "d_loss", "g_adv", "g_l1", *(f"test_{k}" for k in SCORES), "test_score", "chroma_gain",
+              *(f"gray_{k}" for k in SCORES), "seconds", "train_seconds", "images_per_s")
 
 
 class RunLog:
@@ -119,21 +131,26 @@ class RunLog:
     def test_scores(self, epoch: int) -> dict[str, float]:
         """The test scores of `epoch` ({} when it has no row)."""
         row = next((r for r in self.rows if int(r["epoch"]) == epoch), None)
-        return {k: float(row[f"test_{k}"]) for k in ("l1", "psnr", "ssim")} if row else {}
+        return {k: float(row[f"test_{k}"]) for k in SCORES} if row else {}
 
 
 def read_metrics(path: Path, upto: int) -> list[dict]:
     """The rows of epochs 1..upto (a row written after the checkpoint it belongs to is dropped).
-    Every column must be there and hold numbers: the rows are plotted and written back."""
+    Every column must be there and hold numbers, the rows are plotted and written back; only
+    ADDED_FIELDS may be missing (a run from before them), and read as NaN."""
     if not path.is_file():
         return []
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in CSV_FIELDS if c not in (reader.fieldnames or ())]
+            missing = [c for c in CSV_FIELDS if c not in (reader.fieldnames or ()) and c not in ADDED_FIELDS]
             if missing:
                 raise ValueError(f"no {missing[0]} column")
-            rows = [row for row in reader if _check_row(row, reader.line_num) <= upto]
+            rows = []
+            for row in reader:
+                row = {**dict.fromkeys(ADDED_FIELDS, "nan"), **row}
+                if _check_row(row, reader.line_num) <= upto:
+                    rows.append(row)
     except UnicodeDecodeError:
         reason = "not UTF-8 text"
     except (csv.Error, ValueError) as e:
@@ -163,10 +180,10 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 # --- pictures ----------------------------------------------------------------------------
 
 
-def sample_sheet(g: UNet, test: Pairs, space: str, device: torch.device, amp: bool) -> Image.Image:
+def sample_sheet(g: UNet, test: Pairs, space: str, device: torch.device) -> Image.Image:
     """Rows of gray | generated | real for the first SAMPLES test photos."""
     n = min(SAMPLES, len(test))
-    made = colorize_test(g, test.gray[:n].to(device), space, amp)
+    made = colorize_test(g, test.gray[:n].to(device), space)
     s = test.color.shape[-1]
     sheet = Image.new("RGB", (3 * s, n * s))
     for i in range(n):
@@ -187,16 +204,19 @@ CURVES = [  # panel title, then (legend, metrics.csv column, colour) per line
     ("GAN losses", [("D", "d_loss", "#d62728"), ("G adversarial", "g_adv", "#1f77b4")]),
     ("train L1 (network units)", [("G L1", "g_l1", "#2ca02c")]),
     ("learning rate", [("lr", "lr", "#7f7f7f")]),
-    ("test L1 (lower is better)", [("model", "test_l1", "#1f77b4"), ("gray", "gray_l1", "#999999")]),
+    ("test CIEDE2000 (lower is better)", [("model", "test_ciede2000", "#1f77b4"), ("gray", "gray_ciede2000", "#999999")]),
     ("test PSNR, dB", [("model", "test_psnr", "#1f77b4"), ("gray", "gray_psnr", "#999999")]),
     ("test SSIM", [("model", "test_ssim", "#1f77b4"), ("gray", "gray_ssim", "#999999")]),
+    ("colourfulness / truth's", [("model", "test_colorfulness", "#1f77b4")]),
+    ("selection score (lower is better)", [("model", "test_score", "#9467bd")]),
+    ("test L1", [("model", "test_l1", "#1f77b4"), ("gray", "gray_l1", "#999999")]),
 ]
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """The CURVES panels in a 3 x 2 grid."""
+    """The CURVES panels in a 3 x 3 grid."""
     pw, ph = 380, 250
-    img = Image.new("RGB", (3 * pw, 2 * ph), "white")
+    img = Image.new("RGB", (3 * pw, 3 * ph), "white")
     draw = ImageDraw.Draw(img)
     for k, (title, series) in enumerate(CURVES):
         _panel(draw, ((k % 3) * pw, (k // 3) * ph, pw, ph), title, series, rows)
@@ -270,7 +290,9 @@ def summary_table(r: RunSummary) -> Table:
     table.add_row("training speed (steps only)", f"{r.images_per_s:.1f} img/s", "")
     if r.best:
         table.add_section()
-        table.add_row(f"test L1 (best: epoch {r.best_epoch})", f"{r.best['l1']:.4f}", f"{r.gray['l1']:.4f}")
-        table.add_row("test PSNR, dB", f"{r.best['psnr']:.2f}", f"{r.gray['psnr']:.2f}")
+        table.add_row(f"test PSNR, dB (best: epoch {r.best_epoch})", f"{r.best['psnr']:.2f}", f"{r.gray['psnr']:.2f}")
         table.add_row("test SSIM", f"{r.best['ssim']:.4f}", f"{r.gray['ssim']:.4f}")
+        table.add_row("test CIEDE2000", f"{r.best['ciede2000']:.2f}", f"{r.gray['ciede2000']:.2f}")
+        table.add_row("colourfulness / truth's", f"{r.best['colorfulness']:.2f}", f"{r.gray['colorfulness']:.2f}")
+        table.add_row("test L1", f"{r.best['l1']:.4f}", f"{r.gray['l1']:.4f}")
     return table

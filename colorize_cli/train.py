@@ -5,16 +5,24 @@ One step (Isola et al. 2017, as the original project trained it):
 2. D learns to answer 1 on every patch of a real pair and 0 on every patch of a fake one:
    loss_D = 0.5 * (gan(D(gray, real), 1) + gan(D(gray, fake), 0)).
 3. G learns to make D answer 1 and to stay near the truth:
-   loss_G = gan(D(gray, fake), 1) + l1_weight * mean|fake - real|   (in the network's [-1, 1] units).
+   loss_G = gan_weight * gan(D(gray, fake), 1) + l1_weight * mean|fake - real|   (in [-1, 1] units).
 gan() is least squares, (logit - target)^2 ("lsgan", the original project's), or the logistic
-loss on logits ("vanilla", the pix2pix paper's). The learning rate is constant for the first
-half of the epochs, then falls linearly towards 0.
+loss on logits ("vanilla", the pix2pix paper's). With gan_weight 0 (the default recipe, which
+measured better than any adversarial weight tried; see the README) step 2 is skipped and G
+learns from L1 alone.
+
+Each photo of a batch is a random crop of a training photo (its side a random share in
+[crop_min, 1] of the photo's, so objects are seen at many scales), scaled to the training size
+and flipped at random. The learning rate is constant for the first half of the epochs (with
+--time: of the time), then falls linearly towards 0. After each epoch (with --time: every
+EVAL_SHARE of it) G's chroma gain is calibrated on training photos (scoring.calibrate_gain) and
+G is scored on the test split; the best epoch is the one of lowest scoring.selection_score.
 
 A run folder (RUN, `--out`) holds config.json (every setting), metrics.csv (one row per
-epoch), samples/epoch_NNN.png (gray | generated | real for the same test photos every epoch),
-curves.png (all written by runlog.py), last.safetensors and best.safetensors (lowest test L1),
-written at most every 30 s (--checkpoint-every) and always at the end or a stop. Both
-checkpoints carry everything `--resume` needs to go on bit for bit (checkpoint.py).
+scoring), samples/epoch_NNN.png (gray | generated | real for the same test photos), curves.png
+(all written by runlog.py), last.safetensors and best.safetensors (the best epoch, with its
+chroma gain), written at most every 30 s (--checkpoint-every) and always at the end or a stop.
+Both checkpoints carry everything `--resume` needs to go on bit for bit (checkpoint.py).
 
 Many processes (`torchrun --nproc-per-node=N -m colorize_cli train DATA`): each takes its own
 shard of every epoch's shuffled order (what DistributedSampler does), gradients are averaged
@@ -42,25 +50,35 @@ from rich.markup import escape
 from colorize_cli.checkpoint import Checkpointer, RunState, State, load_checkpoint, load_state, load_training
 from colorize_cli.choices import GanLoss, Optimizer
 from colorize_cli.color import encode_input, encode_target
-from colorize_cli.data import DataSet, Pairs, load_data
-from colorize_cli.device import Device, autocast_bf16, ensure_gpu_memory
+from colorize_cli.data import DataSet, Pairs, load_data, whole_photos
+from colorize_cli.device import Device, autocast_bf16, ensure_gpu_memory, native_bf16, pick_device
 from colorize_cli.errors import UserError
 from colorize_cli.files import atomic_path, ensure_memory, exclusive_lock, make_folder, read_reason
 from colorize_cli.model import ModelConfig, PatchGAN, UNet, build
 from colorize_cli.pairs import PrepConfig, native_size
 from colorize_cli.processes import Dist, StopFlag, catch_stop, cpu_threads, start_processes
 from colorize_cli.runlog import Reporter, RunLog, RunSummary, console, read_metrics, sample_sheet
-from colorize_cli.scoring import evaluate, gray_baseline
-from colorize_cli.terminal import plural, skipped
+from colorize_cli.scoring import calibrate_gain, evaluate, gray_baseline, selection_score
+from colorize_cli.terminal import format_duration, plural, skipped
 
 # The original project's recipe (its report): RGB in and out as its Keras model had, one photo
 # per step, least-squares adversarial loss plus 100 x L1, 200 epochs. Options given with
 # `--preset seed` win over these. The rest stays as for any run (TrainConfig's Adam settings,
 # the learning-rate decay); the report's text also names SGD, at SGD_LR: add `--optimizer sgd`.
-SEED_RECIPE = {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "l1_weight": 100.0, "epochs": 200}
+SEED_RECIPE = {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "gan_weight": 1.0, "l1_weight": 100.0,
+               "epochs": 200, "width": 64, "chroma_gain": False}
 SGD_LR = 0.01  # --optimizer sgd's learning rate unless --lr is given: the original report's
 # Settings a resumed run may change; any other option given with --resume must equal the run's.
-RESUME_MAY_CHANGE = ("data", "epochs", "patience", "device", "threads", "compile", "checkpoint_every")
+RESUME_MAY_CHANGE = ("data", "also", "mix", "epochs", "time", "patience", "device", "threads", "compile", "checkpoint_every")
+# A CPU's defaults where they differ from TrainConfig's and ModelConfig's (the GPU recipe): a
+# narrower network at 192 px (chroma is smooth; on the beach photos 192 px beat 256 px at the
+# same time budget, 23.19 against 23.03 dB), and a time budget instead of epochs, so that
+# `colorize train DATA` on a laptop gives in minutes the best model those minutes allow.
+# Options given win; --epochs without --time turns the time budget off; --preset seed is the
+# original recipe wherever it runs.
+CPU_DEFAULTS = {"time": 600.0, "width": 32, "size": 192}
+# What a run started before these settings existed trained with: a resumed old run keeps its recipe.
+BEFORE_RECIPE = {"gan_weight": 1.0, "chroma_gain": False, "crop_min": 1.0}
 MODEL_OPTIONS = ("size", "width", "space")
 LOCK = ".train.lock"  # in the run folder, held while a `colorize train` works there
 RUN_OUTPUTS = ("best.safetensors", "curves.png", "metrics.csv", "samples")  # what starting a run over replaces
@@ -71,19 +89,25 @@ NO_DATA = "give DATA (a prep output or a folder of photos), or --resume RUN"
 class TrainConfig:
     """Everything a run needs; RUN/config.json is this, as JSON."""
 
-    data: str
+    data: str  # its test split scores the run
     out: str
     model: ModelConfig = field(default_factory=ModelConfig)
-    epochs: int = 100
+    also: list[str] = field(default_factory=list)  # more data sets to train on (their test photos never)
+    mix: list[float] = field(default_factory=list)  # share of data, then of each `also`, in every epoch; []: by size
+    epochs: int = 200  # the seed's; not used when `time` is set
+    time: float = 0.0  # seconds of training, evaluations included; the schedule follows the clock. 0: --epochs
+    crop_min: float = 0.5  # random crops: each side a uniform share in [crop_min, 1] of the stored photo's
     batch_size: int = 16  # per process
     optimizer: Optimizer = "adam"
     lr: float = 2e-4  # Adam's (with --optimizer sgd: SGD_LR)
     beta1: float = 0.5  # Adam's; pix2pix's 0.5 instead of 0.9 keeps the GAN game steadier
     beta2: float = 0.999
     gan_loss: GanLoss = "lsgan"
+    gan_weight: float = 0.0  # of the adversarial loss; 0: L1 alone, no discriminator steps (see the README)
     l1_weight: float = 100.0
+    chroma_gain: bool = True  # calibrate the generator's chroma gain on training photos at each scoring
     seed: int = 0
-    patience: int = 0  # stop after this many epochs without a better test L1; 0: never
+    patience: int = 0  # stop after this many epochs without a better selection score; 0: never
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     preset: str | None = None
     device: Device = "auto"
@@ -99,15 +123,17 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         if set(d) - known:
             raise UserError(f"config has unknown keys: {sorted(set(d) - known)}")
-        return cls(**{**d, "model": ModelConfig.from_dict(d["model"])})
+        return cls(**{**BEFORE_RECIPE, **d, "model": ModelConfig.from_dict(d["model"])})
 
 
 def help_defaults() -> dict[str, object]:
     """The defaults `colorize train --help` names, by option: TrainConfig's and ModelConfig's
-    fields, except --size, whose default for a photo folder is prep's; SGD's learning rate and
-    the seed preset's recipe."""
+    fields, except --size, whose default for a photo folder is prep's; SGD's learning rate, the
+    seed preset's recipe and a CPU's defaults."""
     return {**{f.name: f.default for cls in (ModelConfig, TrainConfig) for f in fields(cls) if f.default is not MISSING},
-            "size": PrepConfig.size, "sgd_lr": SGD_LR, "preset": SEED_RECIPE}
+            "size": PrepConfig.size, "sgd_lr": SGD_LR, "preset": SEED_RECIPE,
+            "cpu_time": format_duration(CPU_DEFAULTS["time"]), "cpu_width": CPU_DEFAULTS["width"],
+            "cpu_size": CPU_DEFAULTS["size"]}
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -115,10 +141,23 @@ def check_config(cfg: TrainConfig) -> None:
                              ("patience", cfg.patience, 0), ("threads", cfg.threads, 0)):
         if value < low:
             raise UserError(f"--{name} must be at least {low}, got {value}")
+    if not cfg.time >= 0 or math.isinf(cfg.time):
+        raise UserError(f"--time must be a duration of 0 or more, got {cfg.time} s")
+    if cfg.mix and not cfg.also:
+        raise UserError("--mix shares the epochs between DATA and the data sets given with --also; give --also too")
+    if cfg.mix and (len(cfg.mix) != 1 + len(cfg.also) or not all(0 <= w < math.inf for w in cfg.mix)
+                    or not sum(cfg.mix) > 0):
+        raise UserError(f"--mix needs {1 + len(cfg.also)} shares of 0 or more (DATA's, then each --also's), "
+                        f"not all 0; got {','.join(f'{w:g}' for w in cfg.mix)}")
+    for more in cfg.also:
+        if not os.path.isdir(more):
+            raise UserError(f"--also {more}: no such folder (expected a prep output or a folder of photos)")
+    if not 0 < cfg.crop_min <= 1:
+        raise UserError(f"--crop-min must be above 0 and at most 1, got {cfg.crop_min}")
     if not cfg.checkpoint_every >= 0:
         raise UserError(f"--checkpoint-every must be 0 or more seconds, got {cfg.checkpoint_every}")
-    if not cfg.lr > 0 or not cfg.l1_weight >= 0:
-        raise UserError("--lr must be positive and --l1-weight not negative")
+    if not cfg.lr > 0 or not cfg.l1_weight >= 0 or not cfg.gan_weight >= 0:
+        raise UserError("--lr must be positive, --l1-weight and --gan-weight not negative")
     if cfg.optimizer not in get_args(Optimizer) or cfg.gan_loss not in get_args(GanLoss):
         raise UserError(f"unknown optimizer {cfg.optimizer!r} or GAN loss {cfg.gan_loss!r}")
 
@@ -143,11 +182,17 @@ def configure(data: str | None, out: str | None, resume: str | None, preset: str
         if data is None:
             raise UserError(NO_DATA)
         opts = {**(SEED_RECIPE if preset else {}), **given}
+        if not preset and pick_device(opts.get("device", "auto")).type == "cpu":
+            cpu = {k: v for k, v in CPU_DEFAULTS.items() if not (k == "time" and "epochs" in opts)}
+            if "size" not in opts:  # never larger than the data's own photos
+                cpu["size"] = min(CPU_DEFAULTS["size"], native_size(data))
+            opts = {**cpu, **opts}
         model = {key: opts.pop(key) for key in MODEL_OPTIONS if key in opts}
         if "size" not in model:
             model["size"] = native_size(data)
         if opts.get("optimizer") == "sgd":
             opts.setdefault("lr", SGD_LR)
+        opts["also"] = [os.path.abspath(a) for a in opts.get("also", [])]
         cfg = TrainConfig(data=os.path.abspath(data), out=str(out or _default_out()), model=ModelConfig(**model),
                           preset=preset, **opts)
         check_config(cfg)
@@ -159,6 +204,10 @@ def configure(data: str | None, out: str | None, resume: str | None, preset: str
     if preset not in (None, cfg.preset):
         raise UserError(f"{run} was not started with --preset {preset}; a resumed run keeps its recipe")
     changes = {"data": os.path.abspath(data)} if data is not None else {}
+    if "epochs" in given and "time" not in given:  # as for a new run: --epochs alone ends the time budget
+        given = {**given, "time": 0.0}
+    if "also" in given:
+        given = {**given, "also": [os.path.abspath(a) for a in given["also"]]}
     for key, value in given.items():
         current = getattr(cfg.model if key in MODEL_OPTIONS else cfg, key)
         if key in RESUME_MAY_CHANGE:
@@ -200,6 +249,10 @@ def _check_types(cfg: TrainConfig) -> None:
         value, kind = getattr(cfg, f.name), type(f.default)
         if not (type(value) is kind or (kind is float and type(value) is int)):
             raise UserError(f"{f.name} must be {_KINDS[kind]}, not {value!r}")
+    for name, kinds, what in (("also", (str,), "a list of folders"), ("mix", (int, float), "a list of numbers")):
+        value = getattr(cfg, name)
+        if type(value) is not list or not all(type(v) in kinds for v in value):
+            raise UserError(f"{name} must be {what}, not {value!r}")
 
 
 def write_config(cfg: TrainConfig) -> None:
@@ -282,7 +335,10 @@ def open_run(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, held
         if ckpt_cfg != mcfg:
             raise UserError(f"{out / 'last.safetensors'} holds a {_describe(ckpt_cfg)} network, but "
                             f"{out / 'config.json'} asks for a {_describe(mcfg)} one")
-        if extra["epoch"] >= cfg.epochs:
+        if cfg.time and extra.get("seconds", 0.0) >= cfg.time:
+            raise UserError(f"{out} has used its time ({format_duration(cfg.time)}); give --time T (more than that) "
+                            "to train on")
+        if not cfg.time and extra["epoch"] >= cfg.epochs:
             raise UserError(f"{out} has finished its {plural(extra['epoch'], 'epoch')}; give --epochs N (more than "
                             f"{extra['epoch']}) to train on")
         checkpoint = (tensors, extra)
@@ -307,7 +363,8 @@ def begin_run(cfg: TrainConfig, resume: bool, d: Dist, data: DataSet, nets: Nets
     gray = gray_baseline(data.test)
     on_device = data.train.color.device.type == nets.device.type
     console.print(
-        f"{escape(cfg.data)} ({data.source}): {len(data.train)} train, {plural(len(data.test), 'test photo')} at "
+        f"{escape(cfg.data)} ({data.source}){_also(cfg, data)}: {len(data.train)} train, "
+        f"{plural(len(data.test), 'test photo')} at "
         f"{mcfg.size} px{'' if on_device else ' (kept in CPU memory)'}"
         f"{' (decoded into a temporary file: more than half the free memory)' if data.on_disk else ''} · "
         f"{mcfg.space} U-Net width {mcfg.width}, "
@@ -316,6 +373,15 @@ def begin_run(cfg: TrainConfig, resume: bool, d: Dist, data: DataSet, nets: Nets
     if resume:
         console.print(f"resuming after epoch {run.epoch}" + (f", step {run.step}" if run.step else ""))
     return gray
+
+
+def _also(cfg: TrainConfig, data: DataSet) -> str:
+    """' + OTHER (N photos, share S), ...' for the data sets trained on besides DATA."""
+    if not cfg.also:
+        return ""
+    shares = cfg.mix or [n / sum(data.groups) for n in data.groups]
+    parts = [f"{escape(a)} ({n} photos, {w / sum(shares):.0%})" for a, n, w in zip(cfg.also, data.groups[1:], shares[1:])]
+    return f" ({data.groups[0]} photos, {shares[0] / sum(shares):.0%}) + " + " + ".join(parts)
 
 
 # --- memory ------------------------------------------------------------------------------
@@ -339,7 +405,7 @@ def training_memory(cfg: TrainConfig, amp: bool = False, ddp: bool = False) -> i
       of each U-Net block (the convolution's output, kept by BatchNorm; the activation's output;
       the padded or concatenated copy the next convolution keeps) and 2 per PatchGAN block
       (no concatenation), whose 3 passes in a step (real and fake for D, fake for G) are all kept
-      until their backward. 4 bytes a value; 2 under the bf16 autocast used on CUDA (`amp`).
+      until their backward. 4 bytes a value; 2 under bf16 autocast (`amp`, device.native_bf16).
     Not counted: the backward pass's passing buffers and the allocator's slack, so this is a
     floor of the peak (width 64, 256 px, batch 16 on a CPU: 1.94 GiB estimated, 2.07 GiB
     measured), and the decoded photos, which load_data keeps within half the free memory.
@@ -360,7 +426,7 @@ def check_memory(cfg: TrainConfig, device: torch.device, d: Dist = Dist()) -> No
     train (each process checks its own share): a clear error instead of the allocator's."""
     m, cuda = cfg.model, device.type == "cuda"
     what = f"training a width-{m.width} network at {m.size} px (batch size {cfg.batch_size}, {cfg.optimizer})"
-    need = training_memory(cfg, amp=cuda, ddp=d.on)
+    need = training_memory(cfg, amp=native_bf16(device), ddp=d.on)
     if cuda:
         ensure_gpu_memory(need, what, device)
         need = 4 * _parameters(m)  # the networks are built in RAM, then moved
@@ -371,42 +437,82 @@ def check_memory(cfg: TrainConfig, device: torch.device, d: Dist = Dist()) -> No
 
 
 def read_data(cfg: TrainConfig, d: Dist, device: torch.device) -> DataSet:
-    """DATA decoded (rank 0 shows a spinner, then the files it skipped), moved to the device
-    unless it would take half a GPU's free memory or more."""
-    with console.status(f"reading {cfg.data}") if d.main else nullcontext():
-        data = load_data(cfg.data, cfg.model.size)
+    """DATA and each --also decoded and joined (rank 0 shows a spinner, then the files it
+    skipped), moved to a GPU unless it would take half its free memory or more (Apple's MPS
+    keeps them in CPU memory: torch before 2.7 has no antialiased resize there, `get_batch`)."""
+    with console.status(f"reading {', '.join([cfg.data, *cfg.also])}") if d.main else nullcontext():
+        crops = cfg.crop_min < 1  # a run from before random crops trains on the pixels it did
+        data = load_data(cfg.data, cfg.model.size, crops=crops).join(
+            [load_data(more, cfg.model.size, crops=crops, need_test=False) for more in cfg.also])
     if d.main:
         for path, reason in data.skipped:
             skipped(console, f"{path}: {reason}")
-    if device.type != "cuda" or data.train.nbytes + data.test.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]:
+    if device.type == "cuda" and data.train.nbytes + data.test.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]:
         data = replace(data, train=data.train.to(device), test=data.test.to(device))
     return data
 
 
-def epoch_order(n: int, seed: int, epoch: int, d: Dist) -> tuple[torch.Tensor, torch.Tensor]:
-    """This process's indices and horizontal flips for `epoch` (0-based).
+@dataclass
+class Order:
+    """One epoch's batches for this process: which photos, flipped or not, and the crop of each:
+    (side, top, left) in the stored photo's pixels."""
 
-    The shuffle and flips come from a generator seeded by (seed, epoch) alone, so they are
-    the same in every process and after a resume. Like DistributedSampler, the order is
-    padded with its own start to a multiple of the process count and dealt out round robin.
+    index: torch.Tensor
+    flip: torch.Tensor
+    crop: torch.Tensor  # (n, 3) long
+
+    def batches(self, size: int) -> list[Order]:
+        return [Order(*parts) for parts in zip(*(t.split(size) for t in (self.index, self.flip, self.crop)))]
+
+
+def epoch_order(n: int, seed: int, epoch: int, d: Dist, stored: int, crop_min: float,
+                groups: list[int] | None = None, mix: list[float] | None = None) -> Order:
+    """This process's photos, flips and crops for `epoch` (0-based).
+
+    The shuffle, flips and crops come from a generator seeded by (seed, epoch) alone, so they
+    are the same in every process and after a resume. An epoch is n photos: each once, or with
+    `mix` (shares of the data sets whose photos `groups` counts, in order) round(share x n)
+    from each, every photo of a data set once before any twice. A crop's side is a uniform
+    share in [crop_min, 1] of the `stored` photo's side (scale jitter), its place uniform.
+    Like DistributedSampler, the order is padded with its own start to a multiple of the
+    process count and dealt out round robin.
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=g)
+    if mix:
+        starts = [sum(groups[:k]) for k in range(len(groups))]
+        picks = [start + torch.randperm(size, generator=g).repeat(math.ceil(share / sum(mix) * n / size) + 1)
+                 [: round(share / sum(mix) * n)] for start, size, share in zip(starts, groups, mix) if size]
+        pool = torch.cat(picks)
+        n = len(pool)
+        order = pool[torch.randperm(n, generator=g)]
+    else:
+        order = torch.randperm(n, generator=g)
     flip = torch.rand(n, generator=g) < 0.5
+    share = crop_min + (1 - crop_min) * torch.rand(n, generator=g, dtype=torch.float64)
+    side = (share * stored).round().long().clamp(1, stored)
+    top, left = ((torch.rand(2, n, generator=g, dtype=torch.float64) * (stored - side + 1)).long())
     per = math.ceil(n / d.world)
-    order = order.repeat(math.ceil(per * d.world / n))[: per * d.world][d.rank :: d.world]
-    return order, flip[order]
+    take = torch.arange(n).repeat(math.ceil(per * d.world / n))[: per * d.world][d.rank :: d.world]
+    return Order(order[take], flip[take], torch.stack([side, top, left], 1)[take])
 
 
-def get_batch(data: Pairs, idx: torch.Tensor, flip: torch.Tensor, device: torch.device,
+def get_batch(data: Pairs, batch: Order, size: int, device: torch.device,
               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gray, color) in [0, 1] on `device`, flipped where `flip` says (a pure view op on device)."""
-    color, gray = data.color[idx], data.gray[idx]
-    if color.device != device:
-        color, gray, flip = (t.to(device, non_blocking=True) for t in (color, gray, flip))
-    f = flip.view(-1, 1, 1, 1)
-    color = torch.where(f, color.flip(-1), color).float() / 255
-    gray = torch.where(f, gray.flip(-1), gray).float() / 255
+    """(gray, color) in [0, 1] on `device`: each photo's crop scaled to size x size (bilinear,
+    antialiased when shrinking, as Pillow filters), then flipped where the order says. The
+    scaling runs where the photos are kept (`read_data`), the batch then moves to `device`."""
+    grays, colors = [], []
+    for i, flip, (side, top, left) in zip(batch.index.tolist(), batch.flip.tolist(), batch.crop.tolist()):
+        pair = torch.cat([data.color[i], data.gray[i]])[:, top:top + side, left:left + side]
+        pair = pair[None].float() / 255
+        if side != size:
+            pair = F.interpolate(pair, size=(size, size), mode="bilinear", align_corners=False,
+                                 antialias=side > size).clamp(0, 1)
+        if flip:
+            pair = pair.flip(-1)
+        colors.append(pair[:, :3])
+        grays.append(pair[:, 3:])
+    color, gray = torch.cat(colors).to(device, non_blocking=True), torch.cat(grays).to(device, non_blocking=True)
     if channels_last:
         color, gray = color.contiguous(memory_format=torch.channels_last), gray.contiguous(memory_format=torch.channels_last)
     return gray, color
@@ -429,15 +535,21 @@ def lr_factor(epoch: int, epochs: int) -> float:
     return 1.0 - max(0, epoch + 1 - keep) / (epochs - keep + 1)
 
 
+def lr_factor_at(progress: float) -> float:
+    """pix2pix's rule on a time budget: 1 for its first half, then a straight line to 0 at its end."""
+    return min(1.0, max(0.0, 2.0 * (1.0 - progress)))
+
+
 class Nets:
-    """The two networks, their optimizers and learning-rate schedules, and one training step,
-    set up for a device.
+    """The two networks, their optimizers and learning rates, and one training step, set up for
+    a device.
 
     Fast paths (see the README's performance section for what each is worth):
     - channels_last memory on every device: oneDNN (CPU) and cuDNN (GPU) run NHWC convolutions
       fastest, and the batches are made NHWC once in `get_batch`.
-    - CUDA: bf16 autocast (the losses in fp32), fused Adam (one kernel per step instead of
-      several per parameter).
+    - bf16 autocast (the losses in fp32) on GPUs and on CPUs that do bf16 natively
+      (`device.native_bf16`); CUDA: fused Adam (one kernel per step instead of several per
+      parameter).
     - Losses stay on the device; nothing here reads a value back to the host, so the GPU is
       never made to wait. The caller reads them at its own log interval.
     - `--compile` (opt-in): torch.compile of both networks.
@@ -455,10 +567,8 @@ class Nets:
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.g, self.d = g.to(device, memory_format=memory), dnet.to(device, memory_format=memory)
         self.opt_g, self.opt_d = self._optimizer(cfg, self.g, cuda), self._optimizer(cfg, self.d, cuda)
-        self.epochs = cfg.epochs
-        self.sched_g, self.sched_d = (torch.optim.lr_scheduler.LambdaLR(o, lambda e: lr_factor(e, cfg.epochs))
-                                      for o in (self.opt_g, self.opt_d))
-        self.space, self.gan_loss, self.l1_weight = mcfg.space, cfg.gan_loss, cfg.l1_weight
+        self.lr = cfg.lr
+        self.space, self.gan_loss, self.gan_weight, self.l1_weight = mcfg.space, cfg.gan_loss, cfg.gan_weight, cfg.l1_weight
         # Training forms: DDP averages gradients; torch.compile (opt-in) fuses kernels. The plain
         # D (`d_plain`) scores G's output in G's step, where D's own gradients are not wanted.
         self.g_train, self.d_train, self.d_plain = self.g, self.d, self.d
@@ -468,7 +578,6 @@ class Nets:
             self.d_train = nn.parallel.DistributedDataParallel(self.d, ids)
         if cfg.compile:
             self.g_train, self.d_train, self.d_plain = (torch.compile(m) for m in (self.g_train, self.d_train, self.d))
-        self.amp = cuda
 
     @staticmethod
     def _optimizer(cfg: TrainConfig, net: nn.Module, cuda: bool) -> torch.optim.Optimizer:
@@ -476,27 +585,32 @@ class Nets:
             return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cuda or None)
         return torch.optim.SGD(net.parameters(), lr=cfg.lr)
 
-    def resume_schedule(self, done: int) -> None:
-        """The learning rate of epoch `done` + 1 under this run's --epochs, which a resume may change."""
-        for opt, sched in ((self.opt_g, self.sched_g), (self.opt_d, self.sched_d)):
-            for group, base in zip(opt.param_groups, sched.base_lrs):
-                group["lr"] = base * lr_factor(done, self.epochs)
+    def set_lr(self, factor: float) -> None:
+        """Both optimizers' learning rate: --lr times `factor` (the schedule's)."""
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = self.lr * factor
 
-    def next_epoch(self) -> float:
-        """The learning rate of the epoch just trained; the schedules move on to the next one's."""
-        lr = self.opt_g.param_groups[0]["lr"]
-        self.sched_g.step()
-        self.sched_d.step()
-        return lr
+    @property
+    def current_lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
 
     def train_step(self, gray01: torch.Tensor, color01: torch.Tensor) -> torch.Tensor:
-        """One D step then one G step on a batch; returns (d_loss, g_adv, g_l1) on the device."""
+        """One D step then one G step on a batch; returns (d_loss, g_adv, g_l1) on the device.
+        With gan_weight 0, G's step alone on its L1 loss (the losses of D are then 0)."""
         x, y = encode_input(gray01, self.space), encode_target(color01, self.space)
-        with autocast_bf16(self.amp):
+        with autocast_bf16(self.device):
             fake = self.g_train(x)
+        l1 = (fake.float() - y).abs().mean()
+        if not self.gan_weight:
+            self.opt_g.zero_grad(set_to_none=True)
+            (self.l1_weight * l1).backward()
+            self.opt_g.step()
+            zero = torch.zeros((), device=l1.device)
+            return torch.stack([zero, zero, l1.detach()])
         # D: real pairs -> 1, fake pairs -> 0, on every patch.
         self.d.requires_grad_(True)
-        with autocast_bf16(self.amp):
+        with autocast_bf16(self.device):
             real_logits, fake_logits = self.d_train(x, y), self.d_train(x, fake.detach())
         d_loss = 0.5 * (gan_loss(real_logits.float(), True, self.gan_loss) + gan_loss(fake_logits.float(), False, self.gan_loss))
         self.opt_d.zero_grad(set_to_none=True)
@@ -504,12 +618,11 @@ class Nets:
         self.opt_d.step()
         # G: make D answer 1, and stay near the truth.
         self.d.requires_grad_(False)
-        with autocast_bf16(self.amp):
+        with autocast_bf16(self.device):
             fake_logits = self.d_plain(x, fake)
         adv = gan_loss(fake_logits.float(), True, self.gan_loss)
-        l1 = (fake.float() - y).abs().mean()
         self.opt_g.zero_grad(set_to_none=True)
-        (adv + self.l1_weight * l1).backward()
+        (self.gan_weight * adv + self.l1_weight * l1).backward()
         self.opt_g.step()
         return torch.stack([d_loss, adv, l1]).detach()
 
@@ -559,31 +672,39 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
     steps = math.ceil(math.ceil(len(data.train) / d.world) / cfg.batch_size)
     stop, interrupted, stopped_at, images, train_seconds = StopFlag(), False, 0, 0.0, 0.0
     t_start = time.perf_counter()
+    clock = Clock(run, d)
+    scoring = Scoring(cfg, data, run, d)
     nets.g.train()
     nets.d.train()
-    reporter.start(cfg.epochs, run.epoch, steps, cfg.batch_size * d.world)
+    reporter.start(None if cfg.time else cfg.epochs, run.epoch, steps, cfg.batch_size * d.world, cfg.gan_weight > 0)
     try:
         with catch_stop(stop, d, console):
-            while run.epoch < cfg.epochs:
-                t0, epoch_images = time.perf_counter(), len(data.train) * (steps - run.step) / steps
-                if not train_epoch(nets, data.train, run, cfg, d, stop, reporter, ckpt):
+            while not finished(cfg, run):
+                t0, step0 = time.perf_counter(), run.step
+                if not cfg.time:
+                    nets.set_lr(lr_factor(run.epoch, cfg.epochs))
+                if not train_epoch(nets, data, run, cfg, d, stop, reporter, ckpt, clock):
                     ckpt.save(run, best_now=False)
                     interrupted, stopped_at = True, run.step
                     break
-                row = close_epoch(nets, run, steps, d)
+                if run.step == step0:  # --time ran out before this epoch's first step: the last one ends the run
+                    ckpt.end_epoch(run, scoring.score_pending(nets, run, log, reporter, d, clock), leaving=True)
+                    break
+                epoch_images = len(data.train) * (run.step - step0) / steps
+                row = close_epoch(nets, run, d)
                 seconds = time.perf_counter() - t0
                 images, train_seconds = images + epoch_images, train_seconds + seconds
                 row |= {"seconds": seconds, "images_per_s": epoch_images / max(seconds, 1e-9)}
-                best, early = end_epoch(nets, data.test, run, log, reporter, row, cfg.patience) if d.main else (False, False)
-                early, stopping, best = d.agree(early), d.agree(stop.set), d.agree(best)  # stopping: during the evaluation
-                ckpt.end_epoch(run, best, leaving=early or stopping or run.epoch >= cfg.epochs)
+                best, early = scoring.after_epoch(nets, run, log, reporter, row, d, clock)
+                stopping = d.agree(stop.set)  # during the evaluation
+                ckpt.end_epoch(run, best, leaving=early or stopping or finished(cfg, run))
                 if early:
                     if d.main:
-                        console.print(f"early stop: no better test L1 for {plural(cfg.patience, 'epoch')} "
+                        console.print(f"early stop: no better selection score for {plural(cfg.patience, 'epoch')} "
                                       f"(best: epoch {run.best_epoch})")
                     break
                 if stopping:
-                    interrupted = run.epoch < cfg.epochs
+                    interrupted = not finished(cfg, run)
                     break
     except KeyboardInterrupt:
         raise UserError(f"aborted; {out / 'last.safetensors'} holds the last saved state") from None
@@ -597,7 +718,7 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
 
 def resume_state(checkpoint: State, nets: Nets, cfg: TrainConfig, d: Dist) -> RunState:
     """The run as its last.safetensors left it (checkpoint.load_training). A deleted
-    best.safetensors is remade from the next epoch; the learning rate follows --epochs."""
+    best.safetensors is remade from the next epoch; the learning rate follows --epochs or --time."""
     out = Path(cfg.out)
     run = load_training(nets, checkpoint, d, nets.device, out / "last.safetensors")
     saved_by = checkpoint[1]["world_size"]
@@ -606,33 +727,64 @@ def resume_state(checkpoint: State, nets: Nets, cfg: TrainConfig, d: Dist) -> Ru
                       f"this is {d.world}: the random streams start afresh and epoch {run.epoch + 1} "
                       "from its beginning[/yellow]", soft_wrap=True)
     if not (out / "best.safetensors").exists():  # deleted: the next epoch's model becomes the best
-        run.best_l1, run.best_epoch = math.inf, 0
-    nets.resume_schedule(run.epoch)
+        run.best_score, run.best_epoch = math.inf, 0
     return run
 
 
-def train_epoch(nets: Nets, train: Pairs, run: RunState, cfg: TrainConfig, d: Dist, stop: StopFlag,
-                reporter: Reporter, ckpt: Checkpointer) -> bool:
+def finished(cfg: TrainConfig, run: RunState) -> bool:
+    """Whether the run has had its epochs, or with --time its time."""
+    return run.seconds >= cfg.time if cfg.time else run.epoch >= cfg.epochs
+
+
+class Clock:
+    """The run's training time (RunState.seconds): what earlier sessions spent plus this one's
+    wall-clock time. Processes take the largest of their clocks, so they agree on the schedule."""
+
+    def __init__(self, run: RunState, d: Dist) -> None:
+        self.run, self.d = run, d
+        self.base, self.t0 = run.seconds, time.perf_counter()
+
+    def tick(self) -> float:
+        """Update and return run.seconds (every process must call it at the same point)."""
+        self.run.seconds = self.d.largest(self.base + time.perf_counter() - self.t0)
+        return self.run.seconds
+
+
+SYNC_STEPS = 25  # under torchrun, processes agree on a stop and on the clock every this many steps
+
+
+def train_epoch(nets: Nets, data: DataSet, run: RunState, cfg: TrainConfig, d: Dist, stop: StopFlag,
+                reporter: Reporter, ckpt: Checkpointer, clock: Clock) -> bool:
     """The steps of epoch `run.epoch` from step `run.step` on, their losses added to
-    run.loss_sums, then summed over the processes. False when a stop was asked first (run.step:
-    the steps done). Losses or weights no longer finite end the run (check_finite)."""
-    order, flips = epoch_order(len(train), cfg.seed, run.epoch, d)
-    order, flips = order.to(train.color.device), flips.to(train.color.device)
-    batches = list(zip(order.split(cfg.batch_size), flips.split(cfg.batch_size)))
+    run.loss_sums, then summed over the processes; run.step: the steps done. With --time the
+    learning rate follows the clock, and the epoch ends early when the time is spent. False
+    when a stop was asked first. Losses or weights no longer finite end the run (check_finite)."""
+    train = data.train
+    order = epoch_order(len(train), cfg.seed, run.epoch, d, train.color.shape[-1], cfg.crop_min, data.groups, cfg.mix)
+    batches = order.batches(cfg.batch_size)
     reporter.epoch_start(run.epoch, run.step)
     # The first step (1-based) after which the loss sums are not finite (they stay so), noted on
     # the device so that no step waits for a value; 0: none.
     bad_step = torch.zeros((), dtype=torch.long, device=nets.device)
-    stopped = False
+    stopped, step = False, run.step
     for step in range(run.step, len(batches)):
-        # Alone, a stop is seen at once; processes agree on it every 25 steps.
-        if stop.set if not d.on else step % 25 == 0 and d.agree(stop.set):
-            run.step, stopped = step, True
-            break
-        idx, flip = batches[step]
-        run.loss_sums += nets.train_step(*get_batch(train, idx, flip, nets.device, nets.channels_last))
+        # Alone, a stop and the clock are seen every step; processes agree every SYNC_STEPS.
+        if not d.on or step % SYNC_STEPS == 0:
+            if d.agree(stop.set):
+                stopped = True
+                break
+            if cfg.time:
+                spent = clock.tick()
+                if spent >= cfg.time:
+                    break
+                nets.set_lr(lr_factor_at(spent / cfg.time))
+        run.loss_sums += nets.train_step(*get_batch(train, batches[step], cfg.model.size, nets.device,
+                                                    nets.channels_last))
         bad_step = torch.where((bad_step == 0) & ~run.loss_sums.isfinite().all(), step + 1, bad_step)
         reporter.step(run.epoch, step + 1, run.loss_sums)
+    else:
+        step = len(batches)
+    run.step = step
     d.sum(run.loss_sums)  # rank 0 carries every process's sums
     if not stopped:
         d.share_buffers(nets.g, nets.d)  # BatchNorm statistics: rank 0's
@@ -653,27 +805,81 @@ def check_finite(nets: Nets, run: RunState, bad_step: torch.Tensor, ckpt: Checkp
                     f"with a smaller --lr than {lr:g}")
 
 
-def close_epoch(nets: Nets, run: RunState, steps: int, d: Dist) -> dict[str, float]:
-    """The finished epoch's number, learning rate and mean losses; the run, its loss sums and the
-    schedules move on to the next epoch."""
-    d_loss, g_adv, g_l1 = (run.loss_sums / (steps * d.world)).tolist()
-    lr = nets.next_epoch()
+def close_epoch(nets: Nets, run: RunState, d: Dist) -> dict[str, float]:
+    """The finished epoch's number, learning rate and mean losses (over its run.step steps: fewer
+    than a whole epoch's where --time ran out); the run and its loss sums move on to the next epoch."""
+    d_loss, g_adv, g_l1 = (run.loss_sums / (max(run.step, 1) * d.world)).tolist()
     run.epoch, run.step = run.epoch + 1, 0
     run.loss_sums.zero_()
-    return {"epoch": run.epoch, "lr": lr, "d_loss": d_loss, "g_adv": g_adv, "g_l1": g_l1}
+    return {"epoch": run.epoch, "lr": nets.current_lr, "d_loss": d_loss, "g_adv": g_adv, "g_l1": g_l1}
 
 
-def end_epoch(nets: Nets, test: Pairs, run: RunState, log: RunLog, reporter: Reporter, row: dict,
+CALIBRATION_PHOTOS = 64  # training photos the chroma gain is calibrated on
+EVAL_SHARE = 0.05  # with --time, the generator is scored after the first epoch that ends this share of it later
+
+
+class Scoring:
+    """When the generator is scored, and on what: after every epoch, or with --time after the
+    first epoch that ends EVAL_SHARE of the time after the last scoring (and after the last
+    epoch), so that small data sets do not spend their time on evaluations. The test split,
+    and CALIBRATION_PHOTOS whole training photos for the chroma gain."""
+
+    def __init__(self, cfg: TrainConfig, data: DataSet, run: RunState, d: Dist) -> None:
+        self.cfg, self.test, self.last = cfg, data.test, run.seconds
+        self.calibration = (whole_photos(data.train, cfg.model.size, CALIBRATION_PHOTOS)
+                            if cfg.chroma_gain and d.main else None)
+        self.pending: dict | None = None  # the row of the last epoch, when it was not scored
+
+    def due(self, seconds: float) -> bool:
+        """Whether to score now, `seconds` into the run (all processes agree on it)."""
+        cfg = self.cfg
+        if not cfg.time or seconds >= cfg.time or seconds - self.last >= cfg.time * EVAL_SHARE:
+            self.last = seconds
+            return True
+        return False
+
+    def after_epoch(self, nets: Nets, run: RunState, log: RunLog, reporter: Reporter, row: dict, d: Dist,
+                    clock: Clock) -> tuple[bool, bool]:
+        """The epoch just closed scored if due (`end_epoch`), else its row kept for later:
+        whether it is the best, and whether --patience says to stop (all processes agree)."""
+        if not self.due(clock.tick()):
+            self.pending = row
+            return False, False
+        row["train_seconds"] = run.seconds
+        best, early = end_epoch(nets, self, run, log, reporter, row, self.cfg.patience) if d.main else (False, False)
+        self.pending = None
+        best, early = d.agree(best), d.agree(early)
+        clock.tick()
+        return best, early
+
+    def score_pending(self, nets: Nets, run: RunState, log: RunLog, reporter: Reporter, d: Dist,
+                      clock: Clock) -> bool:
+        """A --time run that ran out just as an epoch began ends with the last epoch: scored now
+        if it was not yet. Whether it is the best."""
+        if self.pending is None:
+            return False
+        self.last = -math.inf  # due now
+        return self.after_epoch(nets, run, log, reporter, self.pending, d, clock)[0]
+
+
+def end_epoch(nets: Nets, scoring: Scoring, run: RunState, log: RunLog, reporter: Reporter, row: dict,
               patience: int) -> tuple[bool, bool]:
-    """Rank 0, after an epoch: the generator scored on the test split (a new best noted in
-    `run`), the sample sheet, the epoch's row shown and recorded. Whether the epoch is the best,
-    and whether --patience says to stop."""
-    scores = evaluate(nets.g, test, nets.space, nets.device, nets.amp)
-    best = scores["l1"] < run.best_l1
+    """Rank 0, after an epoch: the chroma gain calibrated on training photos, the generator
+    scored on the test split with it (a new best noted in `run`), the sample sheet, the epoch's
+    row shown and recorded. Whether the epoch is the best, and whether --patience says to stop.
+    Training goes on at gain 1."""
+    test = scoring.test
+    if scoring.calibration is not None:
+        run.chroma_gain = calibrate_gain(nets.g, scoring.calibration, nets.space, nets.device)
+    scores = evaluate(nets.g, test, nets.space, nets.device)
+    score = selection_score(scores)
+    best = score < run.best_score or run.best_epoch == 0  # the first scoring is the best so far, even at inf
     if best:
-        run.best_l1, run.best_epoch = scores["l1"], run.epoch
-    row = {**row, **{f"test_{k}": v for k, v in scores.items()}, **{f"gray_{k}": v for k, v in log.gray.items()}}
-    log.save_sample(run.epoch, sample_sheet(nets.g, test, nets.space, nets.device, nets.amp))
+        run.best_score, run.best_epoch = score, run.epoch
+    row = {**row, **{f"test_{k}": v for k, v in scores.items()}, "test_score": score, "chroma_gain": run.chroma_gain,
+           **{f"gray_{k}": v for k, v in log.gray.items()}}
+    log.save_sample(run.epoch, sample_sheet(nets.g, test, nets.space, nets.device))
+    nets.g.chroma_gain = 1.0
     reporter.epoch_end(row, best)
     log.add(row)
     return best, bool(patience) and run.epoch - run.best_epoch >= patience

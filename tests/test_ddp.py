@@ -39,22 +39,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, data: str, out: str, results: str) -> None:
+def _worker(rank: int, world: int, port: int, data: str, out: str, results: str, recipe: dict) -> None:
     """One process as torchrun would start it (same environment variables)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    cfg = configure(data, out, None, None, {"size": 32, "width": 8, "batch_size": 2, "epochs": 2, "threads": 1})
+    cfg = configure(data, out, None, None, {"size": 32, "width": 8, "batch_size": 2, "threads": 1, **recipe})
     result = train(cfg)
     state = {**{f"generator.{k}": v for k, v in result.generator.state_dict().items()},
              **{f"discriminator.{k}": v for k, v in result.discriminator.state_dict().items()}}
     save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(results, f"rank{rank}.safetensors"))
 
 
-def test_two_gloo_processes_end_with_identical_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", [{"epochs": 2}, {"time": 2.0, "gan_weight": 1.0}])
+def test_two_gloo_processes_end_with_identical_weights(tmp_path: Path, recipe: dict) -> None:
+    """Also with a time budget, where the learning rate follows the clock: the processes take
+    the largest of their clocks, so they agree on it, and on when the run ends."""
     data = make_prep(tmp_path / "data", 8, 2)  # 4 photos per process: 2 steps of 2 per epoch
     out, results = tmp_path / "run", tmp_path / "results"
     results.mkdir()
-    mp.spawn(_worker, args=(2, free_port(), str(data), str(out), str(results)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(out), str(results), recipe), nprocs=2, join=True)
     r0, r1 = load_file(results / "rank0.safetensors"), load_file(results / "rank1.safetensors")
     assert r0.keys() == r1.keys() and len(r0) > 50
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # weights and BatchNorm statistics
@@ -67,7 +70,11 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path: Path) -> None:
     start = build(ModelConfig(size=32, width=8))[0].state_dict()
     assert not torch.equal(start["down.0.conv.weight"], r0["generator.down.0.conv.weight"])
     with open(out / "metrics.csv", newline="") as f:  # written once, by rank 0
-        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    if "epochs" in recipe:
+        assert epochs == [1, 2]
+    else:
+        assert epochs == sorted(set(epochs)) and extra["seconds"] >= 2 and extra["epoch"] == epochs[-1]
 
 
 def test_torchrun_runs_the_cli(tmp_path: Path) -> None:
@@ -81,6 +88,6 @@ def test_torchrun_runs_the_cli(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("epoch 1/1") == 1 and "x 2 processes" in proc.stderr
-    assert proc.stdout.count("test L1 (best: epoch 1)") == 1
+    assert proc.stdout.count("test PSNR, dB (best: epoch 1)") == 1
     assert sorted(p.name for p in out.iterdir()) == [
         ".train.lock", "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.csv", "samples"]

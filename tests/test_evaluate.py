@@ -329,6 +329,42 @@ def test_batch_scores_equal_the_per_image_metrics(n: int, h: int, w: int) -> Non
                 assert got[key] == pytest.approx(want, rel=1e-12, abs=1e-12)
 
 
+def test_batch_colour_scores_equal_the_per_image_ones() -> None:
+    """Training picks its best epoch on metrics.batch_ciede2000 and batch_colorfulness (torch);
+    they must give what `colorize evaluate` reports (scikit-image's CIEDE2000, `colorfulness`).
+    Colourfulness is the same float64 formula: equal to rounding. CIEDE2000 goes through our
+    CIELAB conversion, whose white point differs from scikit-image's by under 0.01 in each of
+    L*, a*, b*; CIEDE2000's weights (S_L, S_C, S_H >= 1) make it change by at most about
+    sqrt(3) x (1 + |R_T|) <= 3.5 per unit of Lab in both colours, so the means agree within 0.07."""
+    import torch
+
+    from colorize_cli.metrics import batch_ciede2000, batch_colorfulness, ciede2000, colorfulness
+
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 256, (4, 24, 20, 3)).astype(np.uint8)
+    pred = np.clip(truth.astype(int) + rng.integers(-60, 60, truth.shape), 0, 255).astype(np.uint8)
+    pred[1] = truth[1].mean(-1, keepdims=True).round().astype(np.uint8)  # a gray prediction: no hue at all
+    pred[2, :, :10] = truth[2, :, :10]  # identical pixels: a difference of 0
+    t, p = (torch.from_numpy(a).permute(0, 3, 1, 2).double() / 255 for a in (truth, pred))
+    want = [ciede2000(a / 255, b / 255) for a, b in zip(pred, truth)]
+    assert batch_ciede2000(p, t).tolist() == pytest.approx(want, abs=0.07)
+    assert batch_ciede2000(t, t).tolist() == [0.0] * 4
+    assert batch_colorfulness(p).tolist() == pytest.approx([colorfulness(a) for a in pred], rel=1e-12)
+
+
+def test_selection_score_never_rewards_gray() -> None:
+    """The best epoch is the lowest selection score: CIEDE2000 alone for a model at least
+    COLORFUL_ENOUGH times as colourful as the truth, counted up in proportion below that, and
+    infinite for the gray photo, however low its CIEDE2000."""
+    from colorize_cli.scoring import COLORFUL_ENOUGH, selection_score
+
+    assert selection_score({"ciede2000": 9.0, "colorfulness": 1.1}) == 9.0
+    assert selection_score({"ciede2000": 9.0, "colorfulness": COLORFUL_ENOUGH}) == 9.0
+    assert selection_score({"ciede2000": 8.0, "colorfulness": COLORFUL_ENOUGH / 2}) == 16.0
+    assert selection_score({"ciede2000": 5.0, "colorfulness": 0.0}) == math.inf
+    assert selection_score({"ciede2000": 5.0, "colorfulness": float("nan")}) == 5.0  # a truth without colour
+
+
 # --- outputs that must not destroy anything, odd files -------------------------------------
 
 

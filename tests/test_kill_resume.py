@@ -69,7 +69,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # start and the end of every file a run writes (config.json, metrics.csv, curves.png,
 # samples, checkpoints) and the middle of every checkpoint write (its temporary file cut to
 # half, as a kill during the write leaves it). argv[1]: "config" halts once config.json is
-# written; a number N at the Nth point counted from the end of this process's first checkpoint.
+# written; a number N at the Nth point counted from the end of this process's first checkpoint;
+# a point's name at its first occurrence after that.
 _HALTING_TRAIN = """
 import os, sys
 import safetensors.torch
@@ -86,7 +87,7 @@ def point(name, before_halting=None):
         hit = name == "write_config:end"
     elif seen["checkpoints"]:
         seen["points"] += 1
-        hit = seen["points"] == int(spec)
+        hit = seen["points"] == int(spec) if spec.isdigit() else name == spec
     else:
         hit = False
     if hit:
@@ -173,14 +174,14 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(photo
     assert kill_when_halted(halting_train("config", log, photos, "--out", run, "--epochs", EPOCHS, *NET, *RUN_ARGS),
                             log) == "write_config:end"
     assert check_run_folder(run) == 0
-    # 2. Killed at seeded random points of the writes, each time after resuming and saving at
-    # least one checkpoint of its own (about 12 points an epoch).
+    # 2. Killed halfway through writing a checkpoint, then at seeded random points of the writes,
+    # each time after resuming and saving at least one checkpoint of its own (about 12 points an epoch).
     kills_after, points = [], []
-    for k in range(1, RANDOM_KILLS + 1):
+    for k, spec in enumerate(["save_checkpoint:middle"] + [str(rng.randint(1, 36)) for _ in range(RANDOM_KILLS)], 1):
         log = tmp_path / f"train-{k}.log"
-        points.append(kill_when_halted(halting_train(str(rng.randint(1, 36)), log, "--resume", run), log))
+        points.append(kill_when_halted(halting_train(spec, log, "--resume", run), log))
         kills_after.append(check_run_folder(run))
-    assert "save_checkpoint:middle" in points  # one kill left a half-written checkpoint behind
+    assert points[0] == "save_checkpoint:middle"  # a kill left a half-written checkpoint behind
     proc = resume(run)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, err

@@ -15,18 +15,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from colorize_cli import files, metrics
 from colorize_cli.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from colorize_cli.cli import main
 from colorize_cli.color import decode_output, encode_input, to_uint8_exact
-from colorize_cli.data import load_data
+from colorize_cli.data import Pairs, load_data
+from colorize_cli.device import autocast_bf16
 from colorize_cli.errors import UserError
 from colorize_cli.files import exclusive_lock
+from colorize_cli.model import ModelConfig, UNet
 from colorize_cli.pairs import make_pair, native_size
-from colorize_cli.runlog import Reporter
-from colorize_cli.train import SEED_RECIPE, Nets, check_memory, configure, lr_factor, read_config, train, training_memory
+from colorize_cli.processes import Dist
+from colorize_cli.runlog import ADDED_FIELDS, CSV_FIELDS, Reporter
+from colorize_cli.scoring import calibrate_gain, colorfulness_ratio, selection_score
+from colorize_cli.terminal import format_duration, parse_duration
+from colorize_cli.train import (SEED_RECIPE, Nets, Order, TrainConfig, check_memory, configure, epoch_order, get_batch,
+                                lr_factor, lr_factor_at, read_config, train, training_memory)
 
 # A beach palette: colours a gray photo cannot tell apart by itself, muted enough for CIELAB.
 PALETTE = [(200, 80, 60), (60, 140, 200), (90, 160, 70), (220, 200, 120)]
@@ -198,31 +205,42 @@ def test_run_folder(straight: Path, data: Path) -> None:
     assert [r["epoch"] for r in table] == ["1", "2"]
     assert [float(r["lr"]) for r in table] == [2e-4, 1e-4]  # constant for half the epochs, then down
     assert list(table[0]) == ["epoch", "lr", "d_loss", "g_adv", "g_l1", "test_l1", "test_psnr", "test_ssim",
-                              "gray_l1", "gray_psnr", "gray_ssim", "seconds", "images_per_s"]
+                              "test_ciede2000", "test_colorfulness", "test_score", "chroma_gain", "gray_l1", "gray_psnr", "gray_ssim",
+                              "gray_ciede2000", "gray_colorfulness", "seconds", "train_seconds", "images_per_s"]
     for name in ("epoch_001.png", "epoch_002.png"):
         assert Image.open(straight / "samples" / name).size == (3 * 32, 2 * 32)  # gray | generated | real, 2 test photos
-    assert Image.open(straight / "curves.png").size == (1140, 500)
+    assert Image.open(straight / "curves.png").size == (1140, 750)
     extra = load_checkpoint(straight / "last.safetensors")[2]
     assert (extra["epoch"], extra["step"]) == (2, 0)
-    assert str(extra["best_epoch"]) == min(table, key=lambda r: float(r["test_l1"]))["epoch"]
+    assert str(extra["best_epoch"]) == min(table, key=lambda r: float(r["test_score"]))["epoch"]
+    for r in table:
+        scores = {k: float(r[f"test_{k}"]) for k in ("ciede2000", "colorfulness")}
+        assert float(r["test_score"]) == pytest.approx(selection_score(scores), rel=1e-5)  # 6 digits in the CSV
     assert sorted(p.name for p in straight.iterdir()) == [
         ".train.lock", "best.safetensors", "config.json", "curves.png", "last.safetensors", "metrics.csv", "samples"]
 
-    # The figures are what a user gets: best.safetensors through decode_output and 8-bit output.
+    # The figures are what a user gets: best.safetensors through decode_output and 8-bit output
+    # (in bf16 where this CPU does bf16 natively, as training and `colorize infer` both do).
     g, mcfg = load_generator(straight / "best.safetensors")
     best = next(r for r in table if r["epoch"] == str(extra["best_epoch"]))
-    l1, gray_l1 = [], []
+    made_all, truths, grays = [], [], []
     for path in sorted((data / "test").iterdir()):
         pair = np.asarray(Image.open(path).convert("RGB"))
         truth, gray = pair[:, :32] / 255.0, pair[:, 32:, 0]
         gray01 = torch.from_numpy(gray.astype(np.float32) / 255)[None, None]
-        with torch.no_grad():
-            rgb = decode_output(gray01, g(encode_input(gray01, mcfg.space)), mcfg.space)
-        made = to_uint8_exact(rgb[0].permute(1, 2, 0).numpy(), gray) / 255.0
-        l1.append(metrics.mae(made, truth))
-        gray_l1.append(metrics.mae(np.repeat(gray[..., None] / 255.0, 3, axis=2), truth))
-    assert float(best["test_l1"]) == pytest.approx(np.mean(l1), abs=2e-6)
-    assert float(best["gray_l1"]) == pytest.approx(np.mean(gray_l1), abs=2e-6)
+        with torch.no_grad(), autocast_bf16(torch.device("cpu")):
+            out = g(encode_input(gray01, mcfg.space)).float()
+        rgb = decode_output(gray01, out, mcfg.space)
+        made_all.append(to_uint8_exact(rgb[0].permute(1, 2, 0).numpy(), gray) / 255.0)
+        truths.append(truth)
+        grays.append(np.repeat(gray[..., None] / 255.0, 3, axis=2))
+    for key, fn in (("l1", metrics.mae), ("ciede2000", metrics.ciede2000)):
+        # CSV rows keep 6 significant digits; CIEDE2000's own white point differs (test_evaluate)
+        tol = 2e-6 if key == "l1" else 0.07
+        assert float(best[f"test_{key}"]) == pytest.approx(np.mean([fn(m, t) for m, t in zip(made_all, truths)]), abs=tol)
+        assert float(best[f"gray_{key}"]) == pytest.approx(np.mean([fn(m, t) for m, t in zip(grays, truths)]), abs=tol)
+    colour = np.mean([metrics.colorfulness(m) for m in made_all]) / np.mean([metrics.colorfulness(t) for t in truths])
+    assert float(best["test_colorfulness"]) == pytest.approx(colour, rel=1e-5)
 
 
 def test_learning_happens(tmp_path: Path) -> None:
@@ -370,9 +388,10 @@ def test_a_run_folder_is_never_overwritten(straight: Path, data: Path, capsys) -
     assert (straight / "last.safetensors").read_bytes() == before
 
 
-def test_patience_stops_when_test_l1_stalls(tmp_path: Path, capsys) -> None:
-    """Gray test photos: the untrained network's near-gray output is the best it will do, so
-    with --patience 2 the run stops after epoch 3, keeping epoch 1 as best.safetensors."""
+def test_patience_stops_when_the_selection_score_stalls(tmp_path: Path, capsys) -> None:
+    """Gray test photos (no colour to match, so the selection score is CIEDE2000 alone): the
+    untrained network's near-gray output is the best it will do, so with --patience 2 the run
+    stops after epoch 3, keeping epoch 1 as best.safetensors."""
     root = make_prep(tmp_path / "d", 8, 2)
     for p in (root / "test").iterdir():
         pair = Image.open(p)
@@ -382,9 +401,10 @@ def test_patience_stops_when_test_l1_stalls(tmp_path: Path, capsys) -> None:
     assert cli("train", root, *TINY, "--epochs", "12", "--patience", "2", "--out", run) == 0
     table = rows(run)
     assert [r["epoch"] for r in table] == ["1", "2", "3"]
-    assert float(table[0]["test_l1"]) < min(float(table[1]["test_l1"]), float(table[2]["test_l1"]))
+    assert float(table[0]["test_score"]) < min(float(table[1]["test_score"]), float(table[2]["test_score"]))
+    assert table[0]["test_score"] == table[0]["test_ciede2000"] and table[0]["test_colorfulness"] == "nan"
     assert table[0]["gray_l1"] == "0" and table[0]["gray_psnr"] == "inf"
-    assert "early stop: no better test L1 for 2 epochs (best: epoch 1)" in capsys.readouterr().err
+    assert "early stop: no better selection score for 2 epochs (best: epoch 1)" in capsys.readouterr().err
     assert load_checkpoint(run / "best.safetensors")[2]["epoch"] == 1
     assert load_checkpoint(run / "last.safetensors")[2]["epoch"] == 3
 
@@ -395,13 +415,30 @@ def test_patience_stops_when_test_l1_stalls(tmp_path: Path, capsys) -> None:
 def test_seed_preset_and_explicit_options(data: Path, tmp_path: Path) -> None:
     cfg = configure(str(data), str(tmp_path / "a"), None, "seed", {})
     assert (cfg.model.space, cfg.batch_size, cfg.gan_loss, cfg.l1_weight, cfg.epochs) == ("rgb", 1, "lsgan", 100.0, 200)
-    assert SEED_RECIPE == {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "l1_weight": 100.0, "epochs": 200}
+    assert SEED_RECIPE == {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "gan_weight": 1.0, "l1_weight": 100.0,
+                           "epochs": 200, "width": 64, "chroma_gain": False}
     assert (cfg.optimizer, cfg.lr, cfg.beta1, cfg.model.width, cfg.model.size, cfg.preset) == ("adam", 2e-4, 0.5, 64, 32, "seed")
+    assert cfg.time == 0  # the preset's epochs, on any device
     mine = configure(str(data), str(tmp_path / "b"), None, "seed", {"epochs": 1, "space": "lab", "optimizer": "sgd"})
     assert (mine.epochs, mine.model.space, mine.batch_size, mine.lr) == (1, "lab", 1, 0.01)  # given options win
-    plain = configure(str(data), None, None, None, {})
-    assert (plain.model.space, plain.batch_size, plain.epochs) == ("lab", 16, 100)
+    plain = configure(str(data), None, None, None, {"device": "cpu"})
+    assert (plain.model.space, plain.batch_size, plain.time, plain.model.width, plain.model.size, plain.crop_min) == \
+        ("lab", 16, 600, 32, 32, 0.5)  # 192 px, but never above the data's own 32 px
+    big = configure(str(make_prep(tmp_path / "big", 1, 1, size=256)), None, None, None, {"device": "cpu"})
+    assert big.model.size == 192
     assert Path(plain.out).parent == Path("runs")
+    by_epochs = configure(str(data), None, None, None, {"device": "cpu", "epochs": 3})
+    assert (by_epochs.epochs, by_epochs.time, by_epochs.model.width) == (3, 0, 32)  # --epochs: no time budget
+
+
+def test_a_gpu_gets_the_full_recipe_by_default(data: Path, monkeypatch) -> None:
+    """Without a GPU here, the device check is made to answer CUDA: no time budget, 200 epochs
+    of the width-64 network."""
+    import colorize_cli.train as train_module
+
+    monkeypatch.setattr(train_module, "pick_device", lambda name: torch.device("cuda"))
+    cfg = configure(str(data), None, None, None, {})
+    assert (cfg.time, cfg.epochs, cfg.model.width, cfg.model.size) == (0, 200, 64, 32)  # the data's own size
 
 
 def test_seed_preset_trains_rgb_with_batch_one(data: Path, tmp_path: Path) -> None:
@@ -525,14 +562,15 @@ def test_resume_refuses_a_corrupt_best_checkpoint(straight: Path, tmp_path: Path
     assert load_checkpoint(best)[2]["epoch"] == 3
 
 
+HEADER = ",".join(CSV_FIELDS).encode() + b"\n"
+
+
 @pytest.mark.parametrize("text, reason", [
     (b"\xff\xfe\x00garbage\x00", "not UTF-8 text"),
     (b"when,what\n1,2\n", "no epoch column"),
-    (b"epoch,lr,d_loss,g_adv,g_l1,test_l1,test_psnr,test_ssim,gray_l1,gray_psnr,gray_ssim,seconds,images_per_s\n"
-     b"1,2e-4,0.5,0.5,0.3,0.2,13,0.5,0.2,13,0.5,1,80\none,2e-4,0.5,0.5,0.3,0.2,13,0.5,0.2,13,0.5,1,80\n",
+    (HEADER + b"1" + b",0.5" * (len(CSV_FIELDS) - 1) + b"\none" + b",0.5" * (len(CSV_FIELDS) - 1) + b"\n",
      "line 3: epoch 'one' is not a whole number"),
-    (b"epoch,lr,d_loss,g_adv,g_l1,test_l1,test_psnr,test_ssim,gray_l1,gray_psnr,gray_ssim,seconds,images_per_s\n"
-     b"1,2e-4,0.5\n", "line 2: g_adv None is not a number"),
+    (HEADER + b"1,2e-4,0.5\n", "line 2: g_adv None is not a number"),
 ])
 def test_resume_with_a_garbage_metrics_table_is_a_one_line_error(straight: Path, tmp_path: Path, capsys,
                                                                   text: bytes, reason: str) -> None:
@@ -579,13 +617,16 @@ def test_a_network_too_large_for_the_memory_is_refused_before_it_is_built(data: 
 
 
 def test_a_diverging_run_stops_without_saving_a_nan_model(data: Path, tmp_path: Path, capsys) -> None:
-    """--lr 1e30: D's first update already makes G's adversarial loss NaN in step 1."""
-    run = tmp_path / "r"
-    assert cli("train", data, *TINY, "--lr", "1e30", "--epochs", "2", "--checkpoint-every", "0", "--out", run) == 1
-    assert capsys.readouterr().err.endswith(
-        "error: training diverged in epoch 1 at step 1 (a loss became NaN or infinite); no checkpoint was saved: "
-        "start a new run with a smaller --lr than 1e+30\n")
-    assert sorted(p.name for p in run.iterdir()) == [".train.lock", "config.json"]
+    """--lr 1e30: with the GAN, D's first update already makes G's adversarial loss NaN in step 1;
+    with L1 alone, G's first update makes step 2's L1 loss NaN."""
+    for gan, step in (("1", 1), ("0", 2)):
+        run = tmp_path / f"r{gan}"
+        assert cli("train", data, *TINY, "--lr", "1e30", "--gan-weight", gan, "--epochs", "2", "--checkpoint-every", "0",
+                   "--out", run) == 1
+        assert capsys.readouterr().err.endswith(
+            f"error: training diverged in epoch 1 at step {step} (a loss became NaN or infinite); no checkpoint was "
+            "saved: start a new run with a smaller --lr than 1e+30\n")
+        assert sorted(p.name for p in run.iterdir()) == [".train.lock", "config.json"]
 
 
 def test_a_run_that_diverges_later_keeps_its_last_finite_checkpoints(data: Path, tmp_path: Path, monkeypatch) -> None:
@@ -661,3 +702,227 @@ def test_counts_of_one_are_singular(tmp_path: Path, capsys) -> None:
     assert f"{root} (prep output): 8 train, 1 test photo at 32 px" in capsys.readouterr().err
     assert cli("train", "--resume", run) == 1
     assert capsys.readouterr().err == f"error: {run} has finished its 1 epoch; give --epochs N (more than 1) to train on\n"
+
+
+# --- the recipe: time budget, random crops, L1 alone, chroma gain --------------------------
+
+
+def test_durations_read_and_written() -> None:
+    assert [parse_duration(t) for t in ("90s", "10m", "1h30m", "1.5h", "600", " 2H ")] == [90, 600, 5400, 5400, 600, 7200]
+    assert [format_duration(s) for s in (600, 5400, 75, 0, 3600.4)] == ["10m", "1h30m", "1m15s", "0s", "1h"]
+    for bad in ("", "m", "10x", "-5", "1h-2m", "ten"):
+        with pytest.raises(ValueError, match="is not a duration"):
+            parse_duration(bad)
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--time", "soon"], 2, "'soon' is not a duration (e.g. 90s, 10m, 1h30m)"),
+    (["--gan-weight", "-1"], 2, "'--gan-weight'"),  # click's range message
+    (["--crop-min", "0"], 1, "error: --crop-min must be above 0 and at most 1, got 0.0"),
+    (["--mix", "1"], 1, "error: --mix shares the epochs between DATA and the data sets given with --also; give --also too"),
+    (["--also", "/no/such/folder"], 1, "error: --also /no/such/folder: no such folder"),
+])
+def test_bad_recipe_options_are_one_line_errors(data: Path, tmp_path: Path, capsys, args: list[str], code: int,
+                                                message: str) -> None:
+    assert cli("train", data, "--out", tmp_path / "r", *args) == code
+    assert message in " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert not (tmp_path / "r").exists()
+
+
+def test_lr_follows_the_clock_like_the_epoch_rule() -> None:
+    """Constant for the first half of the time, then a straight line to 0 at its end."""
+    assert [lr_factor_at(p) for p in (0.0, 0.25, 0.5, 0.75, 0.9, 1.0, 1.2)] == \
+        pytest.approx([1.0, 1.0, 1.0, 0.5, 0.2, 0.0, 0.0], abs=1e-12)
+
+
+def test_a_time_budget_ends_the_run_and_resume_spends_the_rest(data: Path, tmp_path: Path, capsys) -> None:
+    """--time: the run stops at the first step past its budget (scored every EVAL_SHARE of it and
+    at the end); the checkpoints count the seconds spent; a resume with a larger budget goes on
+    from there, one with the same budget is refused. Only orderings of times are asserted."""
+    run = tmp_path / "run"
+    assert cli("train", data, *TINY, "--time", "3s", "--out", run) == 0
+    table = rows(run)
+    spent = [float(r["train_seconds"]) for r in table]
+    extra = load_checkpoint(run / "last.safetensors")[2]
+    assert spent == sorted(spent) and spent[-1] <= extra["seconds"] and extra["seconds"] >= 3
+    lrs = [float(r["lr"]) for r in table]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 2e-4  # past half the time: falling
+    assert extra["epoch"] == int(table[-1]["epoch"])  # the last epoch is scored
+    assert read_config(run).time == 3
+    capsys.readouterr()
+    assert cli("train", "--resume", run) == 1
+    assert capsys.readouterr().err == f"error: {run} has used its time (3s); give --time T (more than that) to train on\n"
+    before = load_checkpoint(run / "last.safetensors")[0]
+    assert cli("train", "--resume", run, "--time", "5s") == 0
+    tensors, _, extra = load_checkpoint(run / "last.safetensors")
+    assert extra["seconds"] >= 5 and int(rows(run)[-1]["epoch"]) > int(table[-1]["epoch"])
+    assert not torch.equal(tensors["generator.out.conv.weight"], before["generator.out.conv.weight"])  # it trained on
+    assert cli("train", "--resume", run, "--epochs", str(extra["epoch"] + 1)) == 0  # --epochs alone: no budget
+    assert read_config(run).time == 0 and load_checkpoint(run / "last.safetensors")[2]["epoch"] == extra["epoch"] + 1
+
+
+def test_epoch_crops_are_seeded_and_inside_the_photo() -> None:
+    one = epoch_order(50, 0, 3, Dist(), 40, 0.5)
+    again = epoch_order(50, 0, 3, Dist(), 40, 0.5)
+    assert all(torch.equal(a, b) for a, b in ((one.index, again.index), (one.flip, again.flip), (one.crop, again.crop)))
+    side, top, left = one.crop.unbind(1)
+    assert side.min() >= 20 and side.max() <= 40 and side.unique().numel() > 5  # shares of [0.5, 1] of 40 px
+    assert (top >= 0).all() and (left >= 0).all() and (top + side <= 40).all() and (left + side <= 40).all()
+    assert not torch.equal(epoch_order(50, 0, 4, Dist(), 40, 0.5).crop, one.crop)  # another epoch, other crops
+    whole = epoch_order(50, 0, 3, Dist(), 40, 1.0).crop
+    assert whole.tolist() == [[40, 0, 0]] * 50
+
+
+def test_a_batch_is_each_photos_crop_scaled_and_flipped() -> None:
+    g = torch.Generator().manual_seed(0)
+    color = torch.randint(0, 256, (3, 3, 40, 40), generator=g, dtype=torch.uint8)
+    pairs = Pairs(color, color[:, :1].clone(), ["a", "b", "c"])
+    order = Order(torch.tensor([2, 0, 1]), torch.tensor([False, True, False]),
+                  torch.tensor([[40, 0, 0], [32, 0, 0], [20, 10, 15]]))
+    gray, rgb = get_batch(pairs, order, 32, torch.device("cpu"), channels_last=False)
+    assert gray.shape == (3, 1, 32, 32) and rgb.shape == (3, 3, 32, 32)
+    assert torch.equal(rgb[1], color[0, :, :32, :32].flip(-1).float() / 255)  # a 32 px crop: no scaling, flipped
+    expect = F.interpolate(color[2:3].float() / 255, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.allclose(rgb[0], expect[0].clamp(0, 1), atol=1e-6)  # the whole photo, shrunk
+    crop = color[1:2, :, 10:30, 15:35].float() / 255
+    assert torch.allclose(rgb[2], F.interpolate(crop, size=(32, 32), mode="bilinear", align_corners=False)[0], atol=1e-6)
+    assert torch.equal(gray[:, 0], rgb[:, 0])  # the gray half is cropped with its colour photo
+
+
+def test_training_keeps_larger_photos_for_crops_and_tests_at_the_training_size(tmp_path: Path) -> None:
+    root = make_prep(tmp_path / "d", 4, 2, size=48)
+    data = load_data(root, 32, crops=True)
+    assert data.train.color.shape == (4, 3, 48, 48) and data.test.color.shape == (2, 3, 32, 32)
+    assert load_data(root, 32).train.color.shape == (4, 3, 32, 32)  # without crops, as before
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        photo(40 + i, 60, 50).save(photos / f"p{i}.png")
+    folder = load_data(photos, 32, crops=True)
+    assert folder.train.color.shape[-1] == 40 and folder.test.color.shape[-1] == 32  # 1.25 x the training size
+
+
+def test_l1_alone_never_steps_the_discriminator(data: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(data), out=str(tmp_path), model=ModelConfig(size=32, width=8))
+    assert cfg.gan_weight == 0
+    nets = Nets(cfg, torch.device("cpu"))
+    before = {k: v.clone() for k, v in nets.d.state_dict().items()}
+    g_before = [p.clone() for p in nets.g.parameters()]
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    losses = nets.train_step(x, x.expand(-1, 3, -1, -1).contiguous())
+    assert losses[0] == 0 and losses[1] == 0 and losses[2] > 0
+    assert all(torch.equal(before[k], v) for k, v in nets.d.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, nets.g.parameters()))
+
+
+def test_the_chroma_gain_is_calibrated_and_travels_with_the_best_checkpoint(straight: Path, tmp_path: Path) -> None:
+    """Each scored epoch's gain is in metrics.csv; best.safetensors holds its epoch's gain and
+    load_generator puts it on the network (1 where a file has none; a damaged value is refused)."""
+    table = rows(straight)
+    extra = load_checkpoint(straight / "best.safetensors")[2]
+    best = next(r for r in table if r["epoch"] == str(extra["best_epoch"]))
+    assert extra["chroma_gain"] == pytest.approx(float(best["chroma_gain"]), rel=1e-5) and extra["chroma_gain"] >= 1
+    g, _ = load_generator(straight / "best.safetensors")
+    assert g.chroma_gain == extra["chroma_gain"]
+    tensors, mcfg, extra = load_checkpoint(straight / "best.safetensors")
+    for gain, ok in ((None, True), (2.5, True), (0, False), ("2", False), (9.0, False)):
+        path = tmp_path / f"g{gain}.safetensors"
+        save_checkpoint(path, tensors, mcfg, {k: v for k, v in extra.items() if k != "chroma_gain"} |
+                        ({} if gain is None else {"chroma_gain": gain}))
+        if ok:
+            assert load_generator(path)[0].chroma_gain == (gain or 1.0)
+        else:
+            with pytest.raises(UserError, match=r"chroma_gain .* is not a number in \(0, 4\]"):
+                load_generator(path)
+
+
+def test_calibration_raises_the_colourfulness_to_the_truths(tmp_path: Path) -> None:
+    """A seeded network whose colours are paler than its photos' (measured 0.5 of theirs) comes
+    out at COLORFUL_ENOUGH (0.8) times their colourfulness once calibrated: colourfulness is not
+    quite proportional to the gain (8-bit rounding, gamut clipping), which the second, measured
+    step corrects to within 5%. Gray truths leave it at gain 1; the gain never goes below 1."""
+    torch.manual_seed(3)
+    g = UNet(ModelConfig(size=32, width=8))
+    with torch.no_grad():
+        g.out.conv.weight.mul_(2)
+    g.eval()
+    color = torch.from_numpy(np.stack([np.asarray(photo(i).resize((32, 32))) for i in range(6)])).permute(0, 3, 1, 2)
+    photos = Pairs(color.contiguous(), color[:, :1].contiguous(), [str(i) for i in range(6)])
+    cpu = torch.device("cpu")
+    pale = colorfulness_ratio(g, photos, "lab", cpu)
+    gain = calibrate_gain(g, photos, "lab", cpu)
+    assert g.chroma_gain == gain
+    assert pale < 0.6 and gain > 1 and colorfulness_ratio(g, photos, "lab", cpu) == pytest.approx(0.8, abs=0.04)
+    with torch.no_grad():
+        g.out.conv.weight.mul_(10)  # now more colourful than enough: left as it is
+    assert calibrate_gain(g, photos, "lab", cpu) == 1.0
+    gray = Pairs(color[:, :1].expand(-1, 3, -1, -1).contiguous(), color[:, :1].contiguous(), photos.names)
+    assert calibrate_gain(g, gray, "lab", cpu) == 1.0
+
+
+def test_a_mix_draws_each_data_sets_share_of_every_epoch() -> None:
+    """Groups of 10, 30 and 4 photos mixed 2:1:1: an epoch of 44 takes 22, 11 and 11 photos;
+    each data set's photos come once before any comes twice (the 4 repeat, the 30 do not)."""
+    order = epoch_order(44, 0, 1, Dist(), 40, 0.5, [10, 30, 4], [2, 1, 1]).index
+    counts = [((order >= lo) & (order < hi)).sum().item() for lo, hi in ((0, 10), (10, 40), (40, 44))]
+    assert counts == [22, 11, 11]
+    per_photo = torch.bincount(order, minlength=44)
+    assert set(per_photo[:10].tolist()) == {2, 3} and set(per_photo[10:40].tolist()) <= {0, 1}
+    assert set(per_photo[40:].tolist()) <= {2, 3} and per_photo[40:].sum() == 11
+    assert torch.equal(order, epoch_order(44, 0, 1, Dist(), 40, 0.5, [10, 30, 4], [2, 1, 1]).index)
+
+
+def test_also_trains_on_more_photos_but_scores_on_datas_test_split(data: Path, tmp_path: Path, capsys) -> None:
+    more = make_prep(tmp_path / "more", 6, 3, size=48)
+    run = tmp_path / "run"
+    assert cli("train", data, "--also", more, "--mix", "3,1", *TINY, "--epochs", "1", "--out", run) == 0
+    err = capsys.readouterr().err
+    assert f"{data} (prep output) (8 photos, 75%) + {more} (6 photos, 25%): 14 train, 2 test photos at 32 px" in err
+    cfg = read_config(run)
+    assert (cfg.also, cfg.mix) == ([str(more)], [3.0, 1.0])
+    assert cli("train", data, "--also", more, "--mix", "1,1,1", *TINY, "--out", tmp_path / "r2") == 1
+    assert "error: --mix needs 2 shares of 0 or more (DATA's, then each --also's), not all 0; got 1,1,1" in \
+        capsys.readouterr().err
+
+
+def test_a_run_from_before_the_new_recipe_resumes_with_its_own(straight: Path, tmp_path: Path, capsys) -> None:
+    """A run folder as runs wrote them before the time budget and the selection score: no
+    gan_weight, chroma_gain, crop_min in config.json (every run trained the GAN on whole photos
+    without a gain), no CIEDE2000 or score columns in metrics.csv, a best_l1 and schedulers in
+    the checkpoint. It resumes with its own recipe; the old rows read back as NaN."""
+    old = tmp_path / "old"
+    shutil.copytree(straight, old, ignore=shutil.ignore_patterns(".train.lock"))
+    cfg = json.loads((old / "config.json").read_text())
+    for key in ("gan_weight", "chroma_gain", "crop_min", "also", "mix", "time"):
+        cfg.pop(key)
+    (old / "config.json").write_text(json.dumps(cfg))
+    old_fields = [f for f in CSV_FIELDS if f not in ADDED_FIELDS]
+    table = rows(old)
+    with open(old / "metrics.csv", "w", newline="") as f:
+        f.write(",".join(old_fields) + "\n" + "".join(",".join(r[k] for k in old_fields) + "\n" for r in table))
+    for name in ("last.safetensors", "best.safetensors"):
+        tensors, mcfg, extra = load_checkpoint(old / name)
+        extra = {k: v for k, v in extra.items() if k not in ("seconds", "best_score", "chroma_gain")}
+        save_checkpoint(old / name, tensors, mcfg, extra | {"best_l1": 0.2, "scheduler_g": {}, "scheduler_d": {}})
+    back = read_config(old)
+    assert (back.gan_weight, back.chroma_gain, back.crop_min, back.also, back.mix, back.time) == (1.0, False, 1.0, [], [], 0)
+    assert cli("train", "--resume", old, "--epochs", "3") == 0
+    after = rows(old)
+    assert [r["epoch"] for r in after] == ["1", "2", "3"]
+    assert after[0]["test_score"] == "nan" and after[2]["test_score"] != "nan"
+    assert float(after[2]["d_loss"]) > 0 and after[2]["chroma_gain"] == "1"  # the GAN, without a gain
+    assert load_checkpoint(old / "best.safetensors")[2]["epoch"] == 3  # nothing to beat: the first scored epoch
+    cfg["mix"] = "2,1"
+    (old / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=r"config.json: mix must be a list of numbers, not '2,1'"):
+        read_config(old)
+
+
+def test_help_names_the_defaults_of_a_cpu_and_a_gpu(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli("train", "--help") == 0
+    words = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    for text in ("[default on a CPU unless --epochs is given: 10m;", "[default: 64 on a GPU, 32 on a CPU]",
+                 "[default: 200 on a GPU;", "[default: 0.5]", "no discriminator [default: 0]",
+                 "GAN weight 1, lsgan + 100 x L1, 200 epochs, no chroma gain"):
+        assert text in words
