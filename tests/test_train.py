@@ -926,3 +926,24 @@ def test_help_names_the_defaults_of_a_cpu_and_a_gpu(capsys, monkeypatch) -> None
                  "[default: 200 on a GPU;", "[default: 0.5]", "no discriminator [default: 0]",
                  "GAN weight 1, lsgan + 100 x L1, 200 epochs, no chroma gain"):
         assert text in words
+
+
+def test_a_budget_spent_as_an_epoch_begins_ends_with_the_last_epoch_scored(data: Path, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """A clock that moves 1 s per reading (one before each step, one after each epoch; 4 steps
+    an epoch), a 10.5 s budget and scoring only at its end: epoch 2 ends at 10 s, unscored; the
+    first reading of epoch 3 is past the budget, so epoch 3 never starts and epoch 2 is scored
+    and saved as the run's last and best."""
+    import colorize_cli.train as train_module
+
+    def tick(clock: train_module.Clock) -> float:
+        clock.run.seconds += 1.0
+        return clock.run.seconds
+
+    monkeypatch.setattr(train_module.Clock, "tick", tick)
+    monkeypatch.setattr(train_module, "EVAL_SHARE", 10.0)  # never due before the budget is spent
+    run = tmp_path / "run"
+    assert cli("train", data, *TINY, "--time", "10.5s", "--checkpoint-every", "0", "--out", run) == 0
+    assert [r["epoch"] for r in rows(run)] == ["2"] and rows(run)[0]["train_seconds"] == "12"  # read at its scoring
+    last, best = (load_checkpoint(run / name)[2] for name in ("last.safetensors", "best.safetensors"))
+    assert (last["epoch"], last["step"], best["epoch"]) == (2, 0, 2)
