@@ -53,16 +53,30 @@ def _scores(preds: torch.Tensor, truths: torch.Tensor) -> dict[str, float]:
         l1, psnr, ssim = (float(np.mean(c)) for c in zip(*((metrics.mae(p, t), metrics.psnr(p, t), metrics.ssim(p, t))
                                                              for p, t in pairs)))
         scores = {"l1": l1, "psnr": psnr, "ssim": ssim}
-    ciede, made, real = [], [], []
-    for start in range(0, len(preds), EVAL_BATCH):  # the CIEDE2000 temporaries stay a few MB per image
-        p, t = preds[start:start + EVAL_BATCH] / 255.0, truths[start:start + EVAL_BATCH] / 255.0
-        ciede.append(metrics.batch_ciede2000(p, t))
-        made.append(metrics.batch_colorfulness(p))
-        real.append(metrics.batch_colorfulness(t))
+    ciede = [metrics.batch_ciede2000(preds[i:i + EVAL_BATCH] / 255.0, truths[i:i + EVAL_BATCH] / 255.0)
+             for i in range(0, len(preds), EVAL_BATCH)]  # the CIEDE2000 temporaries stay a few MB per image
     scores["ciede2000"] = float(torch.cat(ciede).mean())
-    truth_colour = float(torch.cat(real).mean())
-    scores["colorfulness"] = float(torch.cat(made).mean()) / truth_colour if truth_colour > 0 else float("nan")
+    scores["colorfulness"] = _colour_ratio(preds, truths)
     return scores
+
+
+def _colour_ratio(made: torch.Tensor, real: torch.Tensor) -> float:
+    """Mean colourfulness of uint8 images (N, 3, H, W) `made` over that of `real` (NaN when the
+    truths have no colour)."""
+    def mean(images: torch.Tensor) -> float:
+        return float(torch.cat([metrics.batch_colorfulness(images[i:i + EVAL_BATCH] / 255.0)
+                                for i in range(0, len(images), EVAL_BATCH)]).mean())
+
+    truth = mean(real)
+    return mean(made) / truth if truth > 0 else math.nan
+
+
+def _colorize_all(g: UNet, photos: Pairs, space: str, device: torch.device) -> torch.Tensor:
+    """G's 8-bit output for every photo, (N, 3, S, S) uint8 on `device`, EVAL_BATCH at a time."""
+    preds: list[np.ndarray] = []
+    for start in range(0, len(photos), EVAL_BATCH):
+        preds += colorize_test(g, photos.gray[start:start + EVAL_BATCH].to(device), space)
+    return torch.from_numpy(np.stack(preds)).permute(0, 3, 1, 2).to(device)
 
 
 def selection_score(scores: dict[str, float]) -> float:
@@ -77,14 +91,7 @@ def selection_score(scores: dict[str, float]) -> float:
 
 def colorfulness_ratio(g: UNet, photos: Pairs, space: str, device: torch.device) -> float:
     """Mean colourfulness of G's 8-bit output over the truth's, on `photos`."""
-    made, real = [], []
-    for start in range(0, len(photos), EVAL_BATCH):
-        gray = photos.gray[start:start + EVAL_BATCH].to(device)
-        preds = torch.from_numpy(np.stack(colorize_test(g, gray, space))).permute(0, 3, 1, 2)
-        made.append(metrics.batch_colorfulness(preds / 255.0))
-        real.append(metrics.batch_colorfulness(photos.color[start:start + EVAL_BATCH].cpu() / 255.0))
-    truth = float(torch.cat(real).mean())
-    return float(torch.cat(made).mean()) / truth if truth > 0 else math.nan
+    return _colour_ratio(_colorize_all(g, photos, space, device), photos.color.to(device))
 
 
 def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device) -> float:
@@ -107,11 +114,7 @@ def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device) -> 
 
 def evaluate(g: UNet, test: Pairs, space: str, device: torch.device) -> dict[str, float]:
     """`_scores` of the test split, on the 8-bit images a user would get."""
-    preds: list[np.ndarray] = []
-    for start in range(0, len(test), EVAL_BATCH):
-        preds += colorize_test(g, test.gray[start : start + EVAL_BATCH].to(device), space)
-    made = torch.from_numpy(np.stack(preds)).permute(0, 3, 1, 2).to(device)
-    return _scores(made, test.color)
+    return _scores(_colorize_all(g, test, space, device), test.color)
 
 
 def gray_baseline(test: Pairs) -> dict[str, float]:

@@ -839,10 +839,10 @@ class Scoring:
         return False
 
     def after_epoch(self, nets: Nets, run: RunState, log: RunLog, reporter: Reporter, row: dict, d: Dist,
-                    clock: Clock) -> tuple[bool, bool]:
-        """The epoch just closed scored if due (`end_epoch`), else its row kept for later:
-        whether it is the best, and whether --patience says to stop (all processes agree)."""
-        if not self.due(clock.tick()):
+                    clock: Clock, now: bool = False) -> tuple[bool, bool]:
+        """The epoch just closed scored if due or `now` (`end_epoch`), else its row kept for
+        later: whether it is the best, and whether --patience says to stop (all processes agree)."""
+        if not (self.due(clock.tick()) or now):
             self.pending = row
             return False, False
         row["train_seconds"] = run.seconds
@@ -858,8 +858,7 @@ class Scoring:
         if it was not yet. Whether it is the best."""
         if self.pending is None:
             return False
-        self.last = -math.inf  # due now
-        return self.after_epoch(nets, run, log, reporter, self.pending, d, clock)[0]
+        return self.after_epoch(nets, run, log, reporter, self.pending, d, clock, now=True)[0]
 
 
 def end_epoch(nets: Nets, scoring: Scoring, run: RunState, log: RunLog, reporter: Reporter, row: dict,
