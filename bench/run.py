@@ -244,12 +244,12 @@ def infer_network(device_name: str, model: str, batch: int, quick: bool) -> dict
     """The network alone at 256 px (Colorizer.predict: uint8 in, chroma out), images/s."""
     device = setup_device(device_name)
     colorizer = _colorizer(model, device, 256, batch)
-    works = [colorizer.prepare(_photo(256, 256)).work] * batch
-    work = flops(lambda: colorizer.predict(works)) / batch
+    items = [colorizer.prepare(_photo(256, 256))] * batch
+    work = flops(lambda: colorizer.predict(items)) / batch
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     calls = max(1, (32 if device.type == "cuda" else 8) // batch)
-    times = rounds(lambda: [colorizer.predict(works) for _ in range(calls)], device, 2, 3 if quick else 7)
+    times = rounds(lambda: [colorizer.predict(items) for _ in range(calls)], device, 2, 3 if quick else 7)
     ips = batch * calls / statistics.median(times)
     return {"model": model, "width": colorizer.cfg.width, "batch": batch, "size": 256, "images_per_s": ips,
             "gflop_per_image": work / 1e9, "gflops": ips * work / 1e9, "peak_mb": peak_memory_mb(device)}

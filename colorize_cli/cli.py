@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from colorize_cli import __version__, crawl, demo, evaluate, infer, prep, survey
+from colorize_cli import app as webapp  # `app` here is the command line itself
 from colorize_cli.choices import GanLoss, Optimizer, Space
 from colorize_cli.device import Device
 from colorize_cli.errors import UserError, one_line
@@ -60,7 +61,7 @@ app = typer.Typer(
     cls=HelpGroup,
     help="Teach a computer to colorize grayscale photographs: crawl the web for photos, prep them into pairs, "
          "train a model, infer (colorize) new photos, evaluate the results and survey people on them; "
-         "demo shows the bundled model at work.",
+         "demo shows the bundled model at work; app colorizes photos in the browser, guided by your colour hints.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -139,22 +140,32 @@ def crawl_command(
 @app.command("evaluate")
 def evaluate_command(
     target: Annotated[Path, typer.Argument(metavar="TARGET", help="A folder of predictions (with --truth), a folder of "
-                                                "A|B test pairs (run through --model), or a .csv/.tsv file of votes.")],
+                                                "A|B test pairs or of colour photos (run through --model), or a .csv/.tsv "
+                                                "file of votes.")],
     truth: Annotated[Optional[Path], typer.Option("--truth", metavar="TRUTH", help="The real photos, matched to "
                                                   "TARGET's by file name.")] = evaluate.EvaluateConfig.truth,
     model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
                                                   "or a .safetensors checkpoint (default: the bundled model).")] = evaluate.EvaluateConfig.model,
-    device: Annotated[Device, typer.Option("--device", help="Where the model runs (A|B pairs).")] = evaluate.EvaluateConfig.device,
-    csv: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the per-image scores to this CSV file.")] = evaluate.EvaluateConfig.csv,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let --csv replace an old file.")] = evaluate.EvaluateConfig.overwrite,
+    device: Annotated[Device, typer.Option("--device", help="Where the model runs.")] = evaluate.EvaluateConfig.device,
+    hints: Annotated[Optional[int], typer.Option(
+        "--hints", metavar="N", min=1, help="The hint curve: scores of the model given 0 to N colour hints a photo, "
+                                            "simulated from the truth (Zhang et al.'s counts up to N, and N), next to "
+                                            "the hints alone (inverse-distance a*b*, no network) and gray.")] = evaluate.EvaluateConfig.hints,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Where the simulated hints fall (--hints); the same "
+                                                            "seed gives the same figures.")] = evaluate.EvaluateConfig.seed,
+    plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE.png", help="Draw the hint curve (PSNR and "
+                                                 "CIEDE2000 by number of hints) to this PNG.")] = evaluate.EvaluateConfig.plot,
+    csv: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the per-image scores to this CSV file "
+                                                "(with --hints: a row per image and hint count).")] = evaluate.EvaluateConfig.csv,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let --csv and --plot replace an old file.")] = evaluate.EvaluateConfig.overwrite,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary (JSON) to stdout.")] = evaluate.EvaluateConfig.as_json,
     top: Annotated[int, typer.Option("--top", min=1, help="Votes: how many of the most fooling images to list.")] = evaluate.EvaluateConfig.top,
 ) -> None:
-    """Score colorized photos against the real ones, next to the gray baseline; or summarise the
-    votes of a real-or-fake perceptual study: fooling rate, confidence interval, binomial test,
-    Fleiss' kappa."""
+    """Score colorized photos against the real ones, next to the gray baseline; with --hints, as
+    a curve by number of colour hints; or summarise the votes of a real-or-fake perceptual study:
+    fooling rate, confidence interval, binomial test, Fleiss' kappa."""
     cfg = evaluate.EvaluateConfig(truth=truth, model=model, device=device, csv=csv, overwrite=overwrite,
-                                  as_json=as_json, top=top)
+                                  as_json=as_json, top=top, hints=hints, seed=seed, plot=plot)
     evaluate.render(evaluate.run(target, cfg, console), cfg, stdout)
 
 
@@ -262,6 +273,9 @@ def train(
     no_chroma_gain: Annotated[bool, typer.Option(
         "--no-chroma-gain", help="Keep the network's raw colours (default: scaled so its output on training photos "
                                  "reaches 0.8 of their colourfulness; the gain is kept with the checkpoint).")] = False,
+    no_hints: Annotated[bool, typer.Option(
+        "--no-hints", help="An automatic-only generator, without colour-hint inputs (default: trained with "
+                           "simulated hints on half its photos, so it also follows --hint).")] = False,
     device: Annotated[Optional[Device], typer.Option(
         "--device", help="Where to train \\[default: {device}: cuda, else mps, else cpu].")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Initial weights, shuffling, flips, dropout \\[default: {seed}].")] = None,
@@ -271,7 +285,7 @@ def train(
         "--patience", min=0, help="Stop after N epochs without a better selection score \\[default: {patience}: never].")] = None,
     preset: Annotated[Optional[Literal["seed"]], typer.Option(
         "--preset", help="seed: the original recipe ({preset[space]}, width {preset[width]}, batch size {preset[batch_size]}, GAN weight {preset[gan_weight]:g}, "
-                         "{preset[gan_loss]} + {preset[l1_weight]:g} x L1, {preset[epochs]} epochs, no chroma gain); options given too win.")] = None,
+                         "{preset[gan_loss]} + {preset[l1_weight]:g} x L1, {preset[epochs]} epochs, no chroma gain, no hints); options given too win.")] = None,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, help="CPU threads per process \\[default: all CPUs / processes].")] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (slow start, faster steps on GPUs).")] = False,
@@ -296,7 +310,7 @@ def train(
     given = dict(also=None if also is None else [str(a) for a in also], mix=mix, epochs=epochs, time=time,
                  crop_min=crop_min, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
                  gan_loss=gan_loss, l1_weight=l1_weight, gan_weight=gan_weight,
-                 chroma_gain=False if no_chroma_gain else None, device=device, seed=seed, patience=patience, threads=threads,
+                 chroma_gain=False if no_chroma_gain else None, hints=False if no_hints else None, device=device, seed=seed, patience=patience, threads=threads,
                  compile=compile_ or None, sync_bn=sync_bn or None, checkpoint_every=checkpoint_every)
     cfg = configure(None if data is None else str(data), None if out is None else str(out),
                     None if resume is None else str(resume), preset, {k: v for k, v in given.items() if v is not None})
@@ -330,14 +344,28 @@ def infer_command(
                                        "side by side.")] = infer.InferConfig.side_by_side,
     device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = infer.InferConfig.device,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per network pass.")] = infer.InferConfig.batch_size,
+    hint: Annotated[Optional[list[str]], typer.Option(
+        "--hint", metavar="X,Y,COLOUR", help="A colour at one point of the photo: X,Y in pixels from the top-left "
+        "corner of the upright photo (120,80,#d9342b), or as shares of its width and height, with a decimal point "
+        "(0.5,0.1,skyblue; 1.0 is the far edge). COLOUR: #rrggbb, rgb(R,G,B) or a CSS name. Repeat for more points; "
+        "IN must be one photo. Needs a model trained with hints.")] = None,
+    hints_file: Annotated[Optional[Path], typer.Option(
+        "--hints", metavar="FILE.json", help='Hints for many photos, as JSON: {"photo.jpg": ["X,Y,COLOUR", ...], ...}, '
+        "each photo named by its path, its path relative to IN or its file name. Photos not named are colorized "
+        "without hints; a photo whose hints do not fit it is skipped with the reason.")] = infer.InferConfig.hints_file,
 ) -> None:
-    """Colorize photos at their full resolution (color photos are grayed first). Exit code 0 when
-    every photo was written or kept (--skip-existing), 1 when any was skipped: each skipped photo
-    is listed with the reason."""
+    """Colorize photos at their full resolution (color photos are grayed first), following colour
+    hints where given. Exit code 0 when every photo was written or kept (--skip-existing), 1 when
+    any was skipped: each skipped photo is listed with the reason."""
+    from colorize_cli.hints import parse_hint
+
     if overwrite and skip_existing:
         ctx.fail(infer.OVERWRITE_OR_SKIP)
+    if hint and hints_file is not None:
+        ctx.fail(infer.HINT_OR_HINTS)
     cfg = infer.InferConfig(model=model, size=size, recursive=recursive, format=fmt, overwrite=overwrite,
-                            skip_existing=skip_existing, side_by_side=side, device=device, batch_size=batch_size)
+                            skip_existing=skip_existing, side_by_side=side, device=device, batch_size=batch_size,
+                            hints=tuple(parse_hint(h) for h in hint or ()), hints_file=hints_file)
     report = infer.run(src, dest, cfg, console)
     infer.render(report, console)
     if report.failed:
@@ -356,6 +384,23 @@ def demo_command(
     a contact sheet and the images, and prints PSNR, SSIM, CIEDE2000 and colorfulness next to gray."""
     report = demo.run(demo.DemoConfig(out=out, size=size, limit=limit, device=device))
     demo.render(report, stdout, console)
+
+
+@app.command("app")
+def app_command(
+    model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
+                                                  "(its best.safetensors) or .safetensors file; default: the bundled beach model.")] = webapp.AppConfig.model,
+    device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = webapp.AppConfig.device,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = webapp.AppConfig.port,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in the default web browser.")] = webapp.AppConfig.browser,
+) -> None:
+    """Colorize photos in the browser, guided by colour hints: open or drop photos, click on one to
+    give a colour there, compare before and after, download the PNG and the hints (the file
+    `colorize infer --hints` reads).
+
+    Serves a page on 127.0.0.1 until Ctrl-C; offline, and photos stay in memory (nothing is
+    written but your downloads). A model trained without hints still colorizes, without them."""
+    webapp.serve(webapp.AppConfig(model=model, device=device, port=port, browser=browser), console)
 
 
 class _BuildByDefault(HelpGroup):

@@ -10,6 +10,9 @@ unpadded region is then scaled up to the photo's full size and joined with the p
 full-resolution gray (`color.decode_output`, `color.to_uint8_exact`), so all the detail in
 the result is the photo's own and its Pillow "L" equals the input's gray exactly.
 
+Colour hints (`hints`) are placed on the working copy, pixel centre to pixel centre, and
+given to the network as its hint planes; photos without hints run in automatic mode.
+
 Photos whose working copies pad to the same shape run through the network together
 (`canvas.batches`), so a folder of mixed sizes still runs in full batches. `colorize infer`,
 evaluate, survey and demo all colorize through `Colorizer`.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ from colorize_cli.color import decode_output, encode_input, to_uint8_exact
 from colorize_cli.device import autocast_bf16, ensure_gpu_memory, native_bf16, pick_device
 from colorize_cli.errors import UserError
 from colorize_cli.files import ensure_memory
+from colorize_cli.hints import Hint, given_planes
 from colorize_cli.imageio import check_dimensions, to_gray
 from colorize_cli.model import ModelConfig, UNet, for_inference
 
@@ -60,11 +64,13 @@ def resolve_model(path: str | os.PathLike | None) -> Path:
 
 @dataclass
 class Prepared:
-    """One photo ready for the network: its full-size gray and its padded working copy."""
+    """One photo ready for the network: its full-size gray, its padded working copy and its
+    colour hints placed on that copy."""
 
     gray: Image.Image  # mode "L", full size
     geometry: Geometry
     work: np.ndarray  # (ph, pw) uint8
+    hints: tuple[tuple[float, float, tuple[int, int, int]], ...] = ()  # (x, y, rgb) in working pixels
 
 
 class Colorizer:
@@ -110,26 +116,58 @@ class Colorizer:
         net, cfg = load_generator(file)
         return cls(for_inference(net), cfg, dev, size, batch_size, str(file))
 
-    def prepare(self, img: Image.Image) -> Prepared:
-        """Gray the photo and make its padded working copy; too-small photos are refused
-        (`imageio.check_dimensions`, which `open_image` has applied to every photo read from a file)."""
+    def require_hints(self) -> None:
+        """Refuse hints for a model whose generator has no hint inputs (those from before hints,
+        and `colorize train --no-hints`), naming it; `colorize infer` asks before reading a photo."""
+        if not self.cfg.hints:
+            raise UserError(f"{self.source or 'this model'} was trained without colour hints; give a model "
+                            "trained with them (`colorize train` without --no-hints) or no hints")
+
+    def prepare(self, img: Image.Image, hints: Sequence[Hint] = ()) -> Prepared:
+        """Gray the photo, make its padded working copy and place its hints (coordinates in the
+        upright photo, as `imageio.open_image` returns it) on that copy; too-small photos are
+        refused (`imageio.check_dimensions`, which `open_image` has applied to every photo read
+        from a file), and so are hints for a model without hint inputs (`require_hints`) and hints
+        outside the photo (`hints.HintError`)."""
         gray = to_gray(img)
         width, height = gray.size
         check_dimensions("image", width, height)
         g = Geometry.fit(width, height, self.size, self.step)
         small = np.asarray(gray.resize((g.w, g.h), Image.Resampling.LANCZOS))
         pad = ((g.top, g.ph - g.h - g.top), (g.left, g.pw - g.w - g.left))
-        return Prepared(gray, g, np.pad(small, pad, mode="reflect"))
+        return self.place(Prepared(gray, g, np.pad(small, pad, mode="reflect")), hints)
+
+    def place(self, item: Prepared, hints: Sequence[Hint]) -> Prepared:
+        """`item` with `hints` (upright photo coordinates) placed on its working copy in place of
+        any it had: `colorize app` prepares a photo once and re-hints it at every change."""
+        if hints:
+            self.require_hints()
+        width, height = item.gray.size
+        g = item.geometry
+        placed = []
+        for hint in hints:  # pixel centres map to pixel centres of the scaled copy
+            x, y = hint.place(width, height)
+            placed.append(((x + 0.5) * g.w / width - 0.5 + g.left, (y + 0.5) * g.h / height - 0.5 + g.top, hint.rgb))
+        return replace(item, hints=tuple(placed))
+
+    def network_input(self, items: Sequence[Prepared]) -> torch.Tensor:
+        """The network's gray input (N, 1, ph, pw), channels_last on the device, for prepared
+        photos of one canvas shape."""
+        x = torch.from_numpy(np.stack([item.work for item in items])).to(self.device).unsqueeze(1).float() / 255
+        return encode_input(x, self.cfg.space).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def predict(self, works: Sequence[np.ndarray]) -> torch.Tensor:
-        """Network output (N, C, ph, pw) on the CPU for working copies of one canvas shape
+    def predict(self, items: Sequence[Prepared]) -> torch.Tensor:
+        """Network output (N, C, ph, pw) on the CPU for prepared photos of one canvas shape
         (computed in bf16 on a GPU and on CPUs with native bf16, `device.native_bf16`: the
         chroma it predicts is far coarser than bf16's steps)."""
-        x = torch.from_numpy(np.stack(works)).to(self.device).unsqueeze(1).float() / 255
-        x = encode_input(x, self.cfg.space).contiguous(memory_format=torch.channels_last)
+        x = self.network_input(items)
+        hint_input = None
+        if any(item.hints for item in items):
+            hint_input = torch.cat([given_planes(item.hints, x[i:i + 1]) for i, item in enumerate(items)])
+            hint_input = hint_input.contiguous(memory_format=torch.channels_last)
         with autocast_bf16(self.device):
-            return self.net(x).float().cpu()
+            return self.net(x, hint_input).float().cpu()
 
     @torch.inference_mode()
     def finish(self, item: Prepared, out: torch.Tensor) -> Image.Image:
@@ -153,17 +191,20 @@ class Colorizer:
             rgb[y:y + rows] = to_uint8_exact(strip[0].permute(1, 2, 0).cpu().numpy(), strip_gray)
         return Image.fromarray(rgb, "RGB")
 
-    def colorize(self, img: Image.Image) -> Image.Image:
-        """Colorize one photo (color photos are grayed first): RGB of the same size, whose
+    def colorize(self, img: Image.Image, hints: Sequence[Hint] = ()) -> Image.Image:
+        """Colorize one photo (color photos are grayed first), following its colour `hints` if
+        any (`hints.Hint`, in the upright photo's coordinates): RGB of the same size, whose
         Pillow "L" equals the input's exactly."""
-        return self.colorize_batch([img])[0]
+        return self.colorize_batch([img], [hints])[0]
 
-    def colorize_batch(self, imgs: Sequence[Image.Image]) -> list[Image.Image]:
-        """`colorize` for many photos, run through the network in batches of equal canvas shape."""
-        items = [self.prepare(img) for img in imgs]
+    def colorize_batch(self, imgs: Sequence[Image.Image],
+                       hints: Sequence[Sequence[Hint]] | None = None) -> list[Image.Image]:
+        """`colorize` for many photos (and their hints, one list per photo), run through the
+        network in batches of equal canvas shape."""
+        items = [self.prepare(img, hs) for img, hs in zip(imgs, hints or [()] * len(imgs), strict=True)]
         results: list[Image.Image | None] = [None] * len(items)
         for chunk in batches(range(len(items)), lambda i: items[i].geometry, self.batch_size):
-            outs = self.predict([items[i].work for i in chunk])
+            outs = self.predict([items[i] for i in chunk])
             for i, out in zip(chunk, outs):
                 results[i] = self.finish(items[i], out)
         return [r for r in results if r is not None]

@@ -4,8 +4,11 @@ baseline; or, for a file of votes, the perceptual study's statistics (`votes`).
 Two sources of (prediction, truth) pairs:
 - `compare_folders(PRED, TRUTH)`: two folders matched by file stem (what `colorize infer`
   wrote next to the originals);
-- `evaluate_model(DATA/test, model)`: A|B pair images from `colorize prep` (colour A on the
-  left, its gray B on the right, the pix2pix aligned layout), B colorized by the model.
+- `evaluate_model(FOLDER, model)`: the model colorizes a folder's gray photos: A|B pair images
+  from `colorize prep` (colour A on the left, its gray B on the right, the pix2pix aligned
+  layout; the truth is A), or colour photos, each its own truth at full resolution
+  (`model_photos` tells the two apart, and refuses a folder of both). With --hints,
+  `hintcurve` scores the same photos with simulated colour hints.
 
 Every image is scored with `metrics.score`, and so is the gray baseline (the gray photo
 itself, as RGB, against the truth): a colorizer that does not beat gray has learned nothing,
@@ -21,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -32,9 +36,12 @@ from colorize_cli import metrics, votes
 from colorize_cli.device import Device
 from colorize_cli.errors import UserError
 from colorize_cli.files import path_text, write_csv_atomic
-from colorize_cli.imageio import ImageError, list_images, open_image, to_gray
-from colorize_cli.pairs import RESAMPLE, fit_image, read_pair
+from colorize_cli.imageio import MIN_SIDE, ImageError, is_grayscale, list_images, open_image, to_gray
+from colorize_cli.pairs import RESAMPLE, fit_image, looks_like_pair, read_pair
 from colorize_cli.terminal import BASELINE_LEGEND, plural, progress_bar, skipped
+
+if TYPE_CHECKING:
+    from colorize_cli.hintcurve import HintCurve
 
 # (key in metrics.score, label, +1 higher is better / -1 lower is better / 0 neither)
 METRICS: tuple[tuple[str, str, int], ...] = (
@@ -46,12 +53,15 @@ METRICS: tuple[tuple[str, str, int], ...] = (
     ("colorfulness", "colorfulness", 0),
     ("colorfulness_ratio", "colorfulness / truth", 0),
 )
+ARROWS = {1: " ↑", -1: " ↓", 0: ""}  # after a metric's label
 _FORMATS = {"mae": ".4f", "mse": ".4f", "psnr": ".2f", "ssim": ".4f", "ciede2000": ".2f",
             "colorfulness": ".1f", "colorfulness_truth": ".1f", "colorfulness_ratio": ".2f"}
 SCORE_KEYS = tuple(k for k, _, _ in METRICS) + ("colorfulness_truth",)
 # Skipped images listed on the terminal; a truth folder much larger than the predictions
 # would otherwise print a line for every photo without a prediction.
 SHOW_SKIPPED = 10
+# What a folder run through the model holds: A|B pairs from `colorize prep`, or colour photos.
+Layout = Literal["pairs", "photos"]
 
 
 @dataclass(frozen=True)
@@ -59,12 +69,15 @@ class EvaluateConfig:
     """`colorize evaluate`'s options (TARGET is `run`'s own argument)."""
 
     truth: Path | None = None  # the real photos: TARGET is a folder of predictions
-    model: Path | None = None  # run folder or checkpoint for A|B pairs; None: the bundled model
+    model: Path | None = None  # run folder or checkpoint for a folder of photos; None: the bundled model
     device: Device = "auto"
     csv: Path | None = None  # per-image scores
-    overwrite: bool = False  # let `csv` replace a file
+    overwrite: bool = False  # let `csv` and `plot` replace a file
     as_json: bool = False  # a machine-readable summary instead of tables
     top: int = 5  # votes: how many of the most fooling images to list
+    hints: int | None = None  # score the model given up to this many simulated hints (`hintcurve`)
+    seed: int = 0  # where the simulated hints fall
+    plot: Path | None = None  # a PNG of the hint curve
 
 
 @dataclass(frozen=True)
@@ -94,12 +107,10 @@ class Evaluation:
         out: dict[str, dict[str, dict[str, float]]] = {}
         for side in ("model", "gray"):
             cols = {k: np.array([getattr(s, side)[k] for s in self.scores], dtype=np.float64) for k in SCORE_KEYS}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column is NaN, no warning
-                out[side] = {
-                    "mean": {k: _nan_stat(np.nanmean, v) for k, v in cols.items()},
-                    "median": {k: _nan_stat(np.nanmedian, v) for k, v in cols.items()},
-                }
+            out[side] = {
+                "mean": {k: nan_stat(np.nanmean, v) for k, v in cols.items()},
+                "median": {k: nan_stat(np.nanmedian, v) for k, v in cols.items()},
+            }
         return out
 
     def to_json(self) -> dict:
@@ -114,12 +125,14 @@ class Evaluation:
             **self.summary(),
         })
 
-    def write_csv(self, path: str | os.PathLike) -> None:
-        """One row per scored image: model metrics, then the gray baseline's (`gray_` prefix)."""
+    def write_csv(self, path: str | os.PathLike) -> int:
+        """One row per scored image: model metrics, then the gray baseline's (`gray_` prefix);
+        returns the number of rows."""
         gray_keys = [k for k, _, _ in METRICS]
         write_csv_atomic(path, ["image", "width", "height", "fitted", *SCORE_KEYS, *(f"gray_{k}" for k in gray_keys)],
-                         ([path_text(s.name), s.width, s.height, int(s.fitted), *(_num(s.model[k]) for k in SCORE_KEYS),
-                           *(_num(s.gray[k]) for k in gray_keys)] for s in self.scores))
+                         ([path_text(s.name), s.width, s.height, int(s.fitted), *(num(s.model[k]) for k in SCORE_KEYS),
+                           *(num(s.gray[k]) for k in gray_keys)] for s in self.scores))
+        return len(self.scores)
 
     def table(self) -> Table:
         """Model next to the gray baseline, mean and median; the better mean is in bold."""
@@ -133,28 +146,38 @@ class Evaluation:
             t.add_column(head, justify="right")
         for key, label, better in METRICS:
             m, g = summ["model"]["mean"][key], summ["gray"]["mean"][key]
-            cells = [_fmt(key, m), _fmt(key, summ["model"]["median"][key]),
-                     _fmt(key, g), _fmt(key, summ["gray"]["median"][key])]
+            cells = [fmt(key, m), fmt(key, summ["model"]["median"][key]),
+                     fmt(key, g), fmt(key, summ["gray"]["median"][key])]
             if better and not (math.isnan(m) or math.isnan(g)) and m != g:
                 win = 0 if (m - g) * better > 0 else 2
                 cells[win] = f"[bold]{cells[win]}[/bold]"
-            arrow = {1: " ↑", -1: " ↓", 0: ""}[better]
-            t.add_row(label + arrow, *cells)
+            t.add_row(label + ARROWS[better], *cells)
         truth = summ["model"]
-        t.add_row("colorfulness of truth", _fmt("colorfulness", truth["mean"]["colorfulness_truth"]),
-                  _fmt("colorfulness", truth["median"]["colorfulness_truth"]), "", "")
+        t.add_row("colorfulness of truth", fmt("colorfulness", truth["mean"]["colorfulness_truth"]),
+                  fmt("colorfulness", truth["median"]["colorfulness_truth"]), "", "")
         return t
 
+    def render(self, out: Console) -> None:
+        out.print(self.table())
+        if fitted := sum(s.fitted for s in self.scores):
+            out.print(f"{fitted} truth image(s) of another size were fitted to the prediction (centre crop, resize).")
+        out.print(BASELINE_LEGEND)
 
-def _nan_stat(fn: Callable[[np.ndarray], float], v: np.ndarray) -> float:
-    return float(fn(v)) if v.size else float("nan")
+
+def nan_stat(fn: Callable[[np.ndarray], float], v: np.ndarray) -> float:
+    """`fn` (np.nanmean, np.nanmedian) of the values; NaN for none or only NaN, without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(fn(v)) if v.size else float("nan")
 
 
-def _num(v: float) -> str:
+def num(v: float) -> str:
+    """A score as a CSV cell."""
     return format(v, ".8g")
 
 
-def _fmt(key: str, v: float) -> str:
+def fmt(key: str, v: float) -> str:
+    """A score as a table cell."""
     return "-" if math.isnan(v) else format(v, _FORMATS[key])
 
 
@@ -184,7 +207,7 @@ def score_pair(name: str, pred: Image.Image, truth: Image.Image, gray: Image.Ima
                       model=metrics.score(metrics.as_rgb01(pred), t), gray=metrics.score(metrics.as_rgb01(gray), t))
 
 
-def _with_progress(items: list, what: str, console: Console) -> Iterator:
+def with_progress(items: list, what: str, console: Console) -> Iterator:
     with progress_bar(console, f"[bold]{what}[/bold]", transient=True) as p:
         task = p.add_task(what, total=len(items))
         for item in items:
@@ -225,7 +248,7 @@ def compare_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, c
     common = sorted(preds.keys() & truths.keys())
     if not common:
         raise UserError(f"no file names in common between {pred_dir} and {truth_dir} (images are matched by name without suffix)")
-    for stem in _with_progress(common, "scoring", console):
+    for stem in with_progress(common, "scoring", console):
         try:
             pred, truth = open_image(preds[stem]), open_image(truths[stem])
         except ImageError as e:
@@ -235,23 +258,84 @@ def compare_folders(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, c
     return ev
 
 
-def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None, device: Device,
-                   console: Console) -> Evaluation:
-    """Colorize the gray half of every A|B pair in `data_dir` and score it against the colour half.
+def _stored_size(path: Path) -> tuple[int, int] | None:
+    """An image's width and height as its header stores them (nothing decoded); None where the
+    header cannot be read (the image is skipped later, with the reason, when it is scored)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a decompression-bomb warning: decided when it is read
+            with Image.open(path) as img:
+                return img.size
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return None
 
-    `model`: a run folder or .safetensors checkpoint; None for the bundled model.
-    """
-    data_dir = Path(data_dir)
+
+def _two_to_one(img: Image.Image) -> Layout | None:
+    """What an upright image is: a pair when laid out as one (`pairs.looks_like_pair`) with
+    colour on its left (prep makes no pair of a gray photo); None when it is gray all over, as a
+    gray photo twice as wide as high and a pair made of one look the same; else a photo."""
+    if not looks_like_pair(img):
+        return "photos"
+    return None if is_grayscale(img.crop((0, 0, img.height, img.height))) else "pairs"
+
+
+def model_photos(data_dir: Path) -> tuple[list[Path], Layout]:
+    """The images of a folder to run through a model, and what they are: A|B pairs
+    (`pairs.looks_like_pair`) or colour photos. Every image counts, cheaply: one whose header
+    gives neither side twice the other (EXIF may turn it) is a photo unread; only the others are
+    decoded to see whether their right half is gray (`_two_to_one`). A folder of both kinds is an
+    error naming one of each, as either layout would score the other kind wrongly (a photo's
+    right half taken for its gray input, or a pair's halves for one photo). Images that cannot be
+    read, or are too small, count for neither (they are skipped with the reason when scored), nor
+    does a gray image of 2:1, which is read as the others are."""
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: no such folder")
     paths = list_images(data_dir)
     if not paths:
         hint = f" (did you mean {data_dir / 'test'}?)" if (data_dir / "test").is_dir() else ""
         raise UserError(f"{data_dir}: no images in this folder{hint}")
+    example: dict[Layout, Path] = {}
+    for path in paths:
+        size = _stored_size(path)
+        if size is None or min(size) < MIN_SIDE:
+            continue
+        w, h = size
+        kind: Layout | None = "photos"
+        if w == 2 * h or h == 2 * w:
+            try:
+                kind = _two_to_one(open_image(path))
+            except ImageError:
+                continue
+        if kind is None:
+            continue
+        example.setdefault(kind, path)
+        if len(example) == 2:
+            raise UserError(f"{data_dir}: holds both A|B pairs (such as {example['pairs'].name}) and colour photos "
+                            f"(such as {example['photos'].name}); give each kind a folder of its own")
+    return paths, "photos" if "photos" in example else "pairs"  # nothing readable: all skipped, with reasons
+
+
+def read_truth(path: Path, layout: Layout) -> tuple[Image.Image, Image.Image]:
+    """(truth, gray): a pair's colour and gray halves, or a colour photo and its own gray."""
+    if layout == "pairs":
+        return read_pair(path)
+    photo = open_image(path)
+    return photo, to_gray(photo)
+
+
+def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None, device: Device,
+                   console: Console) -> Evaluation:
+    """Colorize the gray photo of every A|B pair or colour photo in `data_dir` and score it
+    against the colour one.
+
+    `model`: a run folder or .safetensors checkpoint; None for the bundled model.
+    """
+    data_dir = Path(data_dir)
+    paths, layout = model_photos(data_dir)
     from colorize_cli.colorizer import Colorizer  # torch loads only once a model is needed
 
     colorizer = Colorizer.load(model, device=device)
-    ev = Evaluation(kind="model", source={"data": str(data_dir), "checkpoint": colorizer.source})
+    ev = Evaluation(kind="model", source={"data": str(data_dir), "layout": layout, "checkpoint": colorizer.source})
     batch: list[tuple[str, Image.Image, Image.Image]] = []  # (name, truth, gray)
 
     def flush() -> None:
@@ -259,10 +343,10 @@ def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None,
         ev.scores.extend(score_pair(name, out, truth, gray) for (name, truth, gray), out in zip(batch, outs))
         batch.clear()
 
-    for path in _with_progress(paths, "colorizing", console):
+    for path in with_progress(paths, "colorizing", console):
         try:
-            truth, gray = read_pair(path)
-        except ImageError as e:  # too small pairs too: open_image applies imageio.check_dimensions
+            truth, gray = read_truth(path, layout)
+        except ImageError as e:  # too small ones too: open_image applies imageio.check_dimensions
             ev.skipped.append((path.stem, str(e)))
             continue
         batch.append((path.stem, truth, gray))
@@ -276,22 +360,25 @@ def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None,
 # --- the command -------------------------------------------------------------------------
 
 
-def check_csv(path: Path, overwrite: bool) -> None:
-    """Refuse a --csv path that would replace a file (without --overwrite) or is a folder, before
-    the slow scoring: a checkpoint or photo given as --csv by mistake is never lost."""
+def check_output(path: Path, option: str, overwrite: bool) -> None:
+    """Refuse an output path (--csv, --plot) that would replace a file (without --overwrite) or
+    is a folder, before the slow scoring: a checkpoint or photo given by mistake is never lost."""
     if path.is_dir():
-        raise UserError(f"{path}: is a folder; --csv needs a file name")
+        raise UserError(f"{path}: is a folder; {option} needs a file name")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise UserError(f"{path}: exists; not overwritten (use --overwrite to replace it)")
 
 
-def run(target: Path, cfg: EvaluateConfig, console: Console) -> Evaluation | votes.VoteSummary:
+def run(target: Path, cfg: EvaluateConfig, console: Console) -> Evaluation | HintCurve | votes.VoteSummary:
     """A .csv (or .tsv) file is a table of perceptual votes; a folder is scored against
-    `cfg.truth` or, without it, taken as A|B pairs and run through the model. Skipped images
-    and notes go to `console`; the per-image scores to `cfg.csv`."""
+    `cfg.truth` or, without it, run through the model (with `cfg.hints`, as a hint curve).
+    Skipped images and notes go to `console`; the per-image scores to `cfg.csv`, the hint
+    curve's picture to `cfg.plot`."""
     if target.suffix.lower() in (".csv", ".tsv"):
         if cfg.truth is not None or cfg.model is not None or cfg.csv is not None:
             raise UserError(f"{target}: --truth, --model and --csv apply to image folders, not to a votes file")
+        if cfg.hints is not None or cfg.plot is not None:
+            raise UserError(f"{target}: --hints and --plot apply to image folders, not to a votes file")
         return votes.VoteSummary.of(votes.read_votes(target))
     if not target.exists():
         raise UserError(f"{target}: no such file or folder")
@@ -299,12 +386,34 @@ def run(target: Path, cfg: EvaluateConfig, console: Console) -> Evaluation | vot
         raise UserError(f"{target}: expected a folder of images or a .csv file of votes")
     if cfg.truth is not None and cfg.model is not None:
         raise UserError("give --truth (compare two folders) or --model (run a model on A|B pairs), not both")
-    if cfg.csv is not None:
-        check_csv(cfg.csv, cfg.overwrite)
+    if cfg.truth is not None and cfg.hints is not None:
+        raise UserError("--hints gives a model simulated hints; it does not apply to --truth (finished predictions)")
+    if cfg.plot is not None and cfg.hints is None:
+        raise UserError("--plot draws the hint curve: give --hints N too")
+    if cfg.plot is not None and cfg.plot.suffix.lower() != ".png":
+        raise UserError(f"{cfg.plot}: --plot writes a PNG; give a file name ending in .png")
+    for path, option in ((cfg.csv, "--csv"), (cfg.plot, "--plot")):
+        if path is not None:
+            check_output(path, option, cfg.overwrite)
+    if cfg.hints is not None:
+        from colorize_cli.hintcurve import hint_curve  # torch loads only once a model is needed
+
+        curve = hint_curve(target, cfg.model, cfg.device, cfg.hints, cfg.seed, console)
+        _report(curve, cfg, console)
+        if cfg.plot is not None:
+            curve.plot(cfg.plot)
+            console.print(f"hint curve drawn to {escape(path_text(cfg.plot))}", soft_wrap=True)
+        return curve
     if cfg.truth is not None:
         ev = compare_folders(target, cfg.truth, console)
     else:
         ev = evaluate_model(target, cfg.model, cfg.device, console)
+    _report(ev, cfg, console)
+    return ev
+
+
+def _report(ev: Evaluation | HintCurve, cfg: EvaluateConfig, console: Console) -> None:
+    """The skipped images on `console`, an error when none was scored, the rows to `cfg.csv`."""
     for name, reason in ev.skipped[:SHOW_SKIPPED]:
         skipped(console, f"{path_text(name)}: {path_text(reason)}")
     if len(ev.skipped) > SHOW_SKIPPED:
@@ -312,12 +421,11 @@ def run(target: Path, cfg: EvaluateConfig, console: Console) -> Evaluation | vot
     if not ev.scores:
         raise UserError("no image could be scored (see the reasons above)")
     if cfg.csv is not None:
-        ev.write_csv(cfg.csv)
-        console.print(f"per-image scores written to {escape(path_text(cfg.csv))} ({len(ev.scores)} rows)", soft_wrap=True)
-    return ev
+        rows = ev.write_csv(cfg.csv)
+        console.print(f"per-image scores written to {escape(path_text(cfg.csv))} ({rows} rows)", soft_wrap=True)
 
 
-def render(result: Evaluation | votes.VoteSummary, cfg: EvaluateConfig, out: Console) -> None:
+def render(result: Evaluation | HintCurve | votes.VoteSummary, cfg: EvaluateConfig, out: Console) -> None:
     """The tables on `out`; with `cfg.as_json` the JSON summary instead, as plain text on stdout."""
     if cfg.as_json:
         summary = result.to_json(cfg.top) if isinstance(result, votes.VoteSummary) else result.to_json()
@@ -325,7 +433,4 @@ def render(result: Evaluation | votes.VoteSummary, cfg: EvaluateConfig, out: Con
     elif isinstance(result, votes.VoteSummary):
         votes.render(result, cfg.top, out)
     else:
-        out.print(result.table())
-        if fitted := sum(s.fitted for s in result.scores):
-            out.print(f"{fitted} truth image(s) of another size were fitted to the prediction (centre crop, resize).")
-        out.print(BASELINE_LEGEND)
+        result.render(out)

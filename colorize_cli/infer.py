@@ -5,13 +5,18 @@ is never overwritten, an earlier output only when asked. The photos are then str
 the inference engine (`colorizer.Colorizer`, loaded only when there is work, so torch loads
 only then): read, batched by canvas shape, colorized, written atomically. A photo that cannot
 be read, colorized or written is skipped with the reason; the rest finish.
+
+Colour hints (`hints`) come from --hint, for one photo, or from a --hints file naming many
+(`hints.match_photos`); each job carries its own. A hint that does not fit its photo stops a
+one-photo run with the reason (the command itself is wrong) before OUT is made, and in a folder
+skips that photo.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -22,10 +27,11 @@ from rich.progress import Progress
 
 from colorize_cli.canvas import DEFAULT_BATCH, batches
 from colorize_cli.device import Device
-from colorize_cli.errors import UserError
+from colorize_cli.errors import UserError, one_line
 from colorize_cli.files import WriteError, make_folder, real_path
+from colorize_cli.hints import Hint, HintError, match_photos, read_hints_file
 from colorize_cli.imageio import IMAGE_SUFFIXES, ImageError, is_grayscale, list_images, open_image, save_image
-from colorize_cli.terminal import progress_bar, skipped
+from colorize_cli.terminal import progress_bar, skipped, warning
 
 if TYPE_CHECKING:
     from colorize_cli.colorizer import Colorizer, Prepared
@@ -35,6 +41,8 @@ if TYPE_CHECKING:
 # and the files come out no larger (341 against 364 KB), as photo noise defeats deeper searches.
 SAVE_PARAMS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {"compress_level": 1}}
 OVERWRITE_OR_SKIP = "--overwrite and --skip-existing exclude each other: replace existing outputs, or keep them"
+HINT_OR_HINTS = "--hint and --hints exclude each other: give the hints on the command line or in the file"
+HINT_FOR_ONE = "--hint is for one photo; use --hints FILE.json for a folder"
 # png: lossless, so the output's luma is exactly the input's gray; keep: the input's own format.
 OutputFormat = Literal["png", "keep"]
 
@@ -52,16 +60,21 @@ class InferConfig:
     side_by_side: bool = False
     device: Device = "auto"
     batch_size: int = DEFAULT_BATCH
+    hints: tuple[Hint, ...] = ()  # --hint: for IN when it is one photo
+    hints_file: Path | None = None  # --hints: a JSON file of hints for many photos (`hints.read_hints_file`)
 
     def __post_init__(self) -> None:
         if self.overwrite and self.skip_existing:
             raise UserError(OVERWRITE_OR_SKIP)
+        if self.hints and self.hints_file is not None:
+            raise UserError(HINT_OR_HINTS)
 
 
 @dataclass(frozen=True)
 class Job:
     src: Path
     dst: Path
+    hints: tuple[Hint, ...] = ()  # in the upright photo's coordinates
 
 
 @dataclass
@@ -109,6 +122,24 @@ def plan(src: Path, dst: Path, cfg: InferConfig) -> list[Job]:
     return [Job(p, output_path(p.relative_to(src), dst, cfg.format)) for p in paths]
 
 
+def give_hints(jobs: list[Job], src: Path, cfg: InferConfig, console: Console) -> list[Job]:
+    """The jobs with their hints: --hint's for the one photo IN (`run` refuses them for a
+    folder), or each photo's from the --hints file, which names it by its path, its path relative
+    to IN or its file name. Names of photos not in IN are a warning (a typo, or a photo left out)."""
+    if cfg.hints:
+        return [replace(job, hints=cfg.hints) for job in jobs]
+    if cfg.hints_file is None:
+        return jobs
+    table = read_hints_file(cfg.hints_file)
+    rels = [Path(job.src.name) if src.is_file() else job.src.relative_to(src) for job in jobs]
+    found, unused = match_photos(table, [(job.src, rel) for job, rel in zip(jobs, rels)])
+    if unused:
+        names = ", ".join(one_line(k) for k in unused)
+        warning(console, f"{one_line(str(cfg.hints_file))} names photos that are not in {one_line(str(src))}, "
+                         f"their hints unused: {names}")
+    return [replace(job, hints=tuple(hs)) for job, hs in zip(jobs, found)]
+
+
 def screen(jobs: Sequence[Job], overwrite: bool,
            skip_existing: bool = False) -> tuple[list[Job], list[tuple[Path, str]], list[Job]]:
     """Split jobs into those to run, those refused before any work, and those already done.
@@ -150,18 +181,21 @@ def run(src: Path, dst: Path, cfg: InferConfig, console: Console) -> InferReport
     from colorize_cli.colorizer import Colorizer  # torch loads only once there is work
 
     started = time.perf_counter()
-    jobs, refused, already = screen(plan(src, dst, cfg), cfg.overwrite, cfg.skip_existing)
+    if cfg.hints and src.is_dir():
+        raise UserError(HINT_FOR_ONE)
+    jobs = give_hints(plan(src, dst, cfg), src, cfg, console)
+    jobs, refused, already = screen(jobs, cfg.overwrite, cfg.skip_existing)
     report = InferReport(dst, failed=list(refused), already=len(already))
     for _, reason in refused:
         skipped(console, reason)
     if jobs:
         colorizer = Colorizer.load(cfg.model, cfg.device, cfg.size, cfg.batch_size)
+        if any(job.hints for job in jobs):
+            colorizer.require_hints()
         console.print(f"model {escape(colorizer.source)} on {colorizer.device}, working size {colorizer.size} px",
                       soft_wrap=True)
-        # OUT itself is made before the first photo: if it cannot be (a read-only place, a file
-        # of that name), that is one error for the run, not the same skip for every photo.
-        make_folder(dst.parent if any(job.dst == dst for job in jobs) else dst)
-        _colorize_jobs(colorizer, jobs, cfg.side_by_side, report, console)
+        folder = dst.parent if any(job.dst == dst for job in jobs) else dst
+        _colorize_jobs(colorizer, jobs, folder, cfg.side_by_side, src.is_file(), report, console)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -183,26 +217,35 @@ class _Pending:
     original: Image.Image | None  # kept for --side-by-side when the input had colour
 
 
-def _colorize_jobs(colorizer: Colorizer, jobs: list[Job], with_original: bool, report: InferReport,
-                   console: Console) -> None:
-    """Stream the jobs: read, batch by canvas shape, run a batch when full, write results.
-    At most one partial batch per canvas shape is held in memory."""
+def _colorize_jobs(colorizer: Colorizer, jobs: list[Job], folder: Path, with_original: bool, one_photo: bool,
+                   report: InferReport, console: Console) -> None:
+    """Stream the jobs: read, batch by canvas shape, run a batch when full, write results into
+    `folder` (OUT, or the folder of the one output file). At most one partial batch per canvas
+    shape is held in memory."""
     with progress_bar(console, "colorizing", transient=True) as progress:
-        writer = _Writer(colorizer, with_original, report, console, progress, len(jobs))
+        writer = _Writer(colorizer, folder, with_original, one_photo, report, console, progress, len(jobs))
         for batch in batches(writer.read(jobs), lambda p: p.item.geometry, colorizer.batch_size):
             writer.write(batch)
 
 
 class _Writer:
     """Reads photos, colorizes them a batch at a time and writes the results, keeping the tally
-    in the report. An unreadable photo, a network output that is not finite, and an output that
-    cannot be written (a folder in its place, a bad name) are skipped with the reason; a full
-    disk or a read-only file system stops the run (files.WriteError), as it would fail the same
-    way for every later photo."""
+    in the report. An unreadable photo, a photo its hints do not fit (unless it is the run's
+    one photo: then that is the run's error), a network output that is not finite, and an output
+    that cannot be written (a folder in its place, a bad name) are skipped with the reason; a
+    full disk or a read-only file system stops the run (files.WriteError), as it would fail the
+    same way for every later photo.
 
-    def __init__(self, colorizer: Colorizer, with_original: bool, report: InferReport, console: Console,
-                 progress: Progress, total: int) -> None:
+    OUT's folder is made once the first photo is read and its hints placed, before the network
+    runs: if it cannot be made (a read-only place, a file of that name), that is one error for
+    the run, not the same skip for every photo; and a run that stops on its one photo (its hints
+    do not fit it) or reads no photo at all leaves no empty folder behind."""
+
+    def __init__(self, colorizer: Colorizer, folder: Path, with_original: bool, one_photo: bool, report: InferReport,
+                 console: Console, progress: Progress, total: int) -> None:
         self.colorizer, self.with_original, self.report, self.console = colorizer, with_original, report, console
+        self.folder: Path | None = folder  # None once made
+        self.one_photo = one_photo
         self.progress, self.task = progress, progress.add_task("colorizing", total=total)
 
     def read(self, jobs: list[Job]) -> Iterator[_Pending]:
@@ -212,14 +255,23 @@ class _Writer:
             except ImageError as e:
                 self._fail(job.src, str(e))
                 continue
-            item = self.colorizer.prepare(img)
+            try:
+                item = self.colorizer.prepare(img, job.hints)
+            except HintError as e:
+                if self.one_photo:
+                    raise UserError(f"{job.src}: {e}") from None
+                self._fail(job.src, f"{job.src}: {e}")
+                continue
+            if self.folder is not None:
+                make_folder(self.folder)
+                self.folder = None
             yield _Pending(job, item, img if self.with_original and not is_grayscale(img) else None)
 
     def write(self, batch: list[_Pending]) -> None:
         import torch  # loaded with the colorizer already; for its out-of-memory error
 
         try:
-            outs = self.colorizer.predict([p.item.work for p in batch])
+            outs = self.colorizer.predict([p.item for p in batch])
         except torch.cuda.OutOfMemoryError:
             for p in batch:
                 self._out_of_memory(p)

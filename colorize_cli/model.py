@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from colorize_cli.choices import Space
 from colorize_cli.errors import UserError
+from colorize_cli.hints import GUESS, HINT_PLANES
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,15 @@ class ModelConfig:
     dropout: float = 0.5  # in the innermost decoder blocks, training only
     dropout_blocks: int = 3
     d_layers: int = 4  # stride-2 layers in the PatchGAN: a 16x16 score map at 256 px
+    # The generator also reads colour hints (`hints.planes`) and corrects their a*b* spread:
+    # lab models only (an rgb generator never does); False in checkpoints from before hints.
+    hints: bool = True
 
     def __post_init__(self) -> None:
         if self.space not in get_args(Space):
             raise UserError(f"colour space must be 'lab' or 'rgb', not {self.space!r}")
+        if self.space != "lab":
+            object.__setattr__(self, "hints", False)
         if self.width < 1 or self.d_layers < 1:
             raise UserError("width and d_layers must be positive")
         if self.depth == 0:
@@ -58,6 +64,10 @@ class ModelConfig:
     @property
     def in_channels(self) -> int:
         return 1
+
+    @property
+    def hint_channels(self) -> int:
+        return HINT_PLANES if self.hints else 0
 
     @property
     def out_channels(self) -> int:
@@ -78,7 +88,7 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise UserError(f"model config has unknown keys: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{"hints": False, **d})  # a config without the key is from before hints
 
 
 def check_size(size: int, depth: int) -> None:
@@ -206,10 +216,18 @@ class UNet(nn.Module):
     bottleneck 2x2x512). Each decoder block's output is concatenated with the encoder
     features of the same resolution, so fine detail (edges, texture) bypasses the bottleneck.
 
-    `chroma_gain` scales the output (clamped to [-1, 1]): 1 while training; a trained model's
-    calibrated gain comes with its checkpoint (`scoring.calibrate_gain`). An L1-trained network
-    predicts the median of the colours a pixel could have, paler than any of them; the gain
-    gives back the colourfulness of real photos. Not a weight: not in the state dict.
+    With `cfg.hints` the first layer also reads the HINT_PLANES hint planes (`hints.planes`),
+    and the output is a correction added to their lightness-aware inverse-distance a*b* plane
+    (`hints.GUESS`): copying the
+    hints' own spread is then the starting point, not something the network must learn to
+    carry through every level. None given is automatic mode, the same as all-zero planes.
+
+    `chroma_gain` scales the output (clamped to [-1, 1]) of photos without hints: 1 while
+    training; a trained model's calibrated gain comes with its checkpoint
+    (`scoring.calibrate_gain`). An L1-trained network predicts the median of the colours a pixel
+    could have, paler than any of them; the gain gives back the colourfulness of real photos.
+    Where the user gave hints, their colours are the ones wanted, so the output stays as it is.
+    Not a weight: not in the state dict.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -219,7 +237,7 @@ class UNet(nn.Module):
         lrelu = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
         self.down = nn.ModuleList(
             ConvBlock(cin, cout, down=True, norm=i > 0, act=lrelu())
-            for i, (cin, cout) in enumerate(zip([cfg.in_channels] + chans[:-1], chans))
+            for i, (cin, cout) in enumerate(zip([cfg.in_channels + cfg.hint_channels] + chans[:-1], chans))
         )
         ups = []
         cin = chans[-1]
@@ -231,7 +249,16 @@ class UNet(nn.Module):
         self.out = ConvBlock(cin, cfg.out_channels, down=False, norm=False, act=nn.Tanh())
         self.chroma_gain = 1.0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        gain = self.chroma_gain
+        if self.cfg.hints:
+            if hints is None:
+                hints = x.new_zeros(x.shape[0], HINT_PLANES, *x.shape[2:])
+            elif gain != 1:  # per photo: 1 where it has hints (mask plane)
+                gain = torch.where(hints[:, 2:3].amax((2, 3), keepdim=True) > 0, 1.0, gain)
+            x = torch.cat([x, hints.to(x.dtype)], 1)
+        elif hints is not None:
+            raise UserError("this model was trained without colour hints; use a hint-aware checkpoint")
         skips = []
         for block in self.down:
             x = block(x)
@@ -240,7 +267,9 @@ class UNet(nn.Module):
         for block in self.up:
             x = torch.cat([block(x), skips.pop()], dim=1)
         out = self.out(x)
-        return out if self.chroma_gain == 1 else (out * self.chroma_gain).clamp(-1, 1)
+        if hints is not None:  # a correction of the hints' spread a*b* (0 without hints)
+            out = (out + hints[:, GUESS]).clamp(-1, 1)
+        return out if not torch.is_tensor(gain) and gain == 1 else (out * gain).clamp(-1, 1)
 
 
 def receptive_field(d_layers: int) -> int:

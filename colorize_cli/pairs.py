@@ -22,7 +22,7 @@ from PIL import Image
 
 from colorize_cli.errors import UserError
 from colorize_cli.files import usable_cpus
-from colorize_cli.imageio import ImageError, list_images, open_image, to_gray
+from colorize_cli.imageio import ImageError, is_grayscale, list_images, open_image, to_gray
 
 Fit = Literal["crop", "pad", "stretch"]  # how a photo of any shape becomes a square (fit_image)
 FITS: tuple[str, ...] = get_args(Fit)
@@ -154,6 +154,14 @@ def read_pair(path: Path) -> tuple[Image.Image, Image.Image]:
     """A pair file as (colour A, gray B); an unusable file is an ImageError naming it. Each half
     is at least MIN_SIDE px, as `open_image` refuses anything smaller."""
     return split_pair(open_image(path), str(path))
+
+
+def looks_like_pair(img: Image.Image) -> bool:
+    """Whether an image is laid out as an A|B pair: twice as wide as high, its right half gray
+    (`imageio.is_grayscale`, so a pair saved as JPEG counts too). How `colorize evaluate` tells
+    a folder of pairs from a folder of colour photos."""
+    w, h = img.size
+    return w == 2 * h and is_grayscale(img.crop((h, 0, w, h)))
 
 
 def is_prep_output(root: Path) -> bool:

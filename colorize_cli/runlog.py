@@ -10,18 +10,18 @@ a second.
 from __future__ import annotations
 
 import csv
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from colorize_cli import chart
 from colorize_cli.data import Pairs
 from colorize_cli.errors import UserError
 from colorize_cli.files import write_csv_atomic
@@ -193,13 +193,6 @@ def sample_sheet(g: UNet, test: Pairs, space: str, device: torch.device) -> Imag
     return sheet
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
 CURVES = [  # panel title, then (legend, metrics.csv column, colour) per line
     ("GAN losses", [("D", "d_loss", "#d62728"), ("G adversarial", "g_adv", "#1f77b4")]),
     ("train L1 (network units)", [("G L1", "g_l1", "#2ca02c")]),
@@ -214,53 +207,16 @@ CURVES = [  # panel title, then (legend, metrics.csv column, colour) per line
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """The CURVES panels in a 3 x 3 grid."""
+    """The CURVES panels in a 3 x 3 grid, by epoch (`rows` holds at least one)."""
     pw, ph = 380, 250
     img = Image.new("RGB", (3 * pw, 3 * ph), "white")
     draw = ImageDraw.Draw(img)
-    for k, (title, series) in enumerate(CURVES):
-        _panel(draw, ((k % 3) * pw, (k // 3) * ph, pw, ph), title, series, rows)
-    save_image(img, path, compress_level=FAST_PNG)
-
-
-def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str,
-           series: list[tuple[str, str, str]], rows: list[dict]) -> None:
-    """One line chart: title and legend on top, value range on the left, epochs below."""
-    x0, y0, w, h = box
-    left, top, right, bottom = x0 + 58, y0 + 30, x0 + w - 15, y0 + h - 30
-    font, small = _font(14), _font(11)
-    draw.text((x0 + 48, y0 + 8), title, fill="black", font=font)
-    draw.rectangle((left, top, right, bottom), outline="#444444")
     epochs = [int(r["epoch"]) for r in rows]
-    lines = [[(e, float(r[key])) for e, r in zip(epochs, rows) if math.isfinite(float(r[key]))] for _, key, _ in series]
-    values = [v for line in lines for _, v in line]
-    if not values:
-        return
-    lo, hi = min(values), max(values)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5 * (abs(lo) or 1), hi + 0.5 * (abs(hi) or 1)
-    e0, e1 = epochs[0], max(epochs[-1], epochs[0] + 1)
-
-    def xs(e: float) -> float:
-        return left + (e - e0) / (e1 - e0) * (right - left)
-
-    def ys(v: float) -> float:
-        return bottom - (v - lo) / (hi - lo) * (bottom - top)
-
-    for v in (hi, (lo + hi) / 2, lo):
-        draw.text((left - 4, ys(v)), f"{v:.3g}", fill="black", font=small, anchor="rm")
-    for e, anchor in ((e0, "lt"), (e1, "rt")):
-        draw.text((xs(e), bottom + 4), f"{e}", fill="black", font=small, anchor=anchor)
-    draw.text(((left + right) / 2, bottom + 4), "epoch", fill="#444444", font=small, anchor="mt")
-    legend_x = right
-    for (label, _, color), line in reversed(list(zip(series, lines))):
-        pts = [(xs(e), ys(v)) for e, v in line]
-        if len(pts) > 1:
-            draw.line(pts, fill=color, width=2)
-        for x, y in pts if len(pts) < 40 else pts[-1:]:
-            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=color)
-        draw.text((legend_x, y0 + 10), label, fill=color, font=small, anchor="ra")
-        legend_x -= draw.textlength(label, font=small) + 14
+    ends = (epochs[0], max(epochs[-1], epochs[0] + 1))
+    for k, (title, series) in enumerate(CURVES):
+        lines = [(label, color, [(e, float(r[key])) for e, r in zip(epochs, rows)]) for label, key, color in series]
+        chart.panel(draw, ((k % 3) * pw, (k // 3) * ph, pw, ph), title, lines, "epoch", ends)
+    save_image(img, path, compress_level=FAST_PNG)
 
 
 # --- the end -----------------------------------------------------------------------------

@@ -29,7 +29,6 @@ import random
 import re
 import secrets
 import shutil
-import sys
 import tempfile
 import threading
 import unicodedata
@@ -37,7 +36,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -50,6 +48,7 @@ from rich.markup import escape
 from colorize_cli.errors import UserError
 from colorize_cli.files import exclusive_lock, path_text, read_reason, write_error
 from colorize_cli.imageio import ImageError, list_images, save_image
+from colorize_cli.localserver import MAX_CONNECTIONS, SOCKET_TIMEOUT, BadRequest, LocalHandler, LocalServer
 from colorize_cli.pairs import read_pair
 from colorize_cli.terminal import plural, skipped
 
@@ -63,14 +62,6 @@ MAX_NAME = 64
 MAX_BODY = 4096
 MAX_RESPONSE_MS = 24 * 3600 * 1000  # answer time is unlimited; a day bounds nonsense values
 IMAGE_NAME = re.compile(r"images/[0-9a-f]{16}\.png")
-# The server: an idle or stalled connection is closed after SOCKET_TIMEOUT seconds, and at most
-# MAX_CONNECTIONS are handled at once (one thread each); a browser opens about six per host.
-SOCKET_TIMEOUT = 30.0
-MAX_CONNECTIONS = 32
-BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
-# The names a browser on this machine uses for the server; any other Host header is a page on
-# another site whose name was pointed at 127.0.0.1 (DNS rebinding), and is refused.
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -343,14 +334,6 @@ class AnswerLog:
         self.seen.add((row[0], row[1]))
 
 
-class BadRequest(Exception):
-    """A malformed or unacceptable POST; the message goes back to the page."""
-
-    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class ServedStudy:
     """A built study folder as the server sees it: the files it may serve, the answer key,
     and the two answer logs, guarded by one lock so no (image, rater) pair is written twice."""
@@ -412,51 +395,14 @@ def _not_a_study(folder: Path) -> UserError:
     return UserError(f"{folder}: not a study folder (no study.json; build one with `colorize survey`)")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LocalHandler):
     server: SurveyServer
     server_version = "colorize-survey"
-    sys_version = ""
-
-    def setup(self) -> None:
-        self.timeout = self.server.socket_timeout  # StreamRequestHandler applies it to the socket
-        super().setup()
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        """Quiet: the server reports recorded answers itself, not every request."""
-
-    def parse_request(self) -> bool:
-        """The stdlib's parsing, then the Host check (DNS rebinding) before any method runs."""
-        if not super().parse_request():
-            return False
-        host = self.headers.get("Host")
-        if host is None:
-            self._send(HTTPStatus.BAD_REQUEST, b"a Host header is required\n", "text/plain; charset=utf-8")
-            return False
-        if host.lower() not in self.server.hosts:
-            port = self.server.server_address[1]
-            self._send(HTTPStatus.MISDIRECTED_REQUEST,
-                       f"this server answers only for 127.0.0.1:{port} and localhost:{port}\n".encode(),
-                       "text/plain; charset=utf-8")
-            return False
-        return True
-
-    def _send(self, status: HTTPStatus, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'self'")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: HTTPStatus, value: object) -> None:
-        self._send(status, json.dumps(value).encode(), "application/json")
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         path = self.server.study.files.get(unquote(urlsplit(self.path).path))
         if path is None or not path.is_file():
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+            self._not_found()
             return
         ctype = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png"}[path.suffix]
@@ -475,7 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise BadRequest("names are 1-64 letters, digits, spaces or _ . ' - and start with a letter or digit")
                 self._json(HTTPStatus.OK, {"answered": self.server.study.answered(body["rater"])})
             else:
-                self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+                self._not_found()
         except BadRequest as e:
             self._json(e.status, {"error": str(e)})
 
@@ -497,55 +443,13 @@ class _Handler(BaseHTTPRequestHandler):
         return value
 
 
-class SurveyServer(ThreadingHTTPServer):
-    """Serves one study on 127.0.0.1 only, to this machine's own names for it: each connection on
-    its own thread, at most `max_connections` at once, each closed after `socket_timeout` idle
-    seconds. A browser that goes away mid-answer is not an error."""
-
-    daemon_threads = True
+class SurveyServer(LocalServer):
+    """Serves one study (`localserver.LocalServer`: 127.0.0.1 only, bounded connections)."""
 
     def __init__(self, study: ServedStudy, port: int, notify: Callable[[str], None] = lambda _: None,
                  socket_timeout: float = SOCKET_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
         self.study = study
-        self.notify = notify
-        self.socket_timeout = socket_timeout
-        self._slots = threading.BoundedSemaphore(max_connections)
-        try:
-            super().__init__(("127.0.0.1", port), _Handler)
-        except OSError as e:
-            raise UserError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}); choose another --port") from None
-        bound = self.server_address[1]
-        self.hosts = frozenset(f"{h}:{bound}" for h in LOCAL_HOSTS) | (frozenset(LOCAL_HOSTS) if bound == 80 else frozenset())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/"
-
-    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
-        """A thread for the connection if a slot is free; else a short 503 from this thread."""
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(BUSY)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
-        """A dropped or timed-out connection is routine (a closed tab, a sleeping laptop): silent.
-        Anything else is one line, not the stdlib's traceback."""
-        error = sys.exc_info()[1]
-        if not isinstance(error, (ConnectionError, TimeoutError)):
-            self.notify(f"a request from {client_address[0]} failed: {type(error).__name__}: {error}")
+        super().__init__(_Handler, port, notify, socket_timeout, max_connections)
 
 
 def serve(folder: str | os.PathLike, cfg: ServeConfig, console: Console) -> ServeReport:

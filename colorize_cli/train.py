@@ -54,6 +54,7 @@ from colorize_cli.data import DataSet, Pairs, load_data, whole_photos
 from colorize_cli.device import Device, autocast_bf16, ensure_gpu_memory, native_bf16, pick_device
 from colorize_cli.errors import UserError
 from colorize_cli.files import atomic_path, ensure_memory, exclusive_lock, make_folder, read_reason
+from colorize_cli.hints import simulate
 from colorize_cli.model import ModelConfig, PatchGAN, UNet, build
 from colorize_cli.pairs import PrepConfig, native_size
 from colorize_cli.processes import Dist, StopFlag, catch_stop, cpu_threads, start_processes
@@ -66,7 +67,7 @@ from colorize_cli.terminal import format_duration, plural, skipped
 # `--preset seed` win over these. The rest stays as for any run (TrainConfig's Adam settings,
 # the learning-rate decay); the report's text also names SGD, at SGD_LR: add `--optimizer sgd`.
 SEED_RECIPE = {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "gan_weight": 1.0, "l1_weight": 100.0,
-               "epochs": 200, "width": 64, "chroma_gain": False}
+               "epochs": 200, "width": 64, "chroma_gain": False, "hints": False}
 SGD_LR = 0.01  # --optimizer sgd's learning rate unless --lr is given: the original report's
 # Settings a resumed run may change; any other option given with --resume must equal the run's.
 RESUME_MAY_CHANGE = ("data", "also", "mix", "epochs", "time", "patience", "device", "threads", "compile", "checkpoint_every")
@@ -79,7 +80,7 @@ RESUME_MAY_CHANGE = ("data", "also", "mix", "epochs", "time", "patience", "devic
 CPU_DEFAULTS = {"time": 600.0, "width": 32, "size": 192}
 # What a run started before these settings existed trained with: a resumed old run keeps its recipe.
 BEFORE_RECIPE = {"gan_weight": 1.0, "chroma_gain": False, "crop_min": 1.0}
-MODEL_OPTIONS = ("size", "width", "space")
+MODEL_OPTIONS = ("size", "width", "space", "hints")
 LOCK = ".train.lock"  # in the run folder, held while a `colorize train` works there
 RUN_OUTPUTS = ("best.safetensors", "curves.png", "metrics.csv", "samples")  # what starting a run over replaces
 NO_DATA = "give DATA (a prep output or a folder of photos), or --resume RUN"
@@ -569,6 +570,7 @@ class Nets:
         self.opt_g, self.opt_d = self._optimizer(cfg, self.g, cuda), self._optimizer(cfg, self.d, cuda)
         self.lr = cfg.lr
         self.space, self.gan_loss, self.gan_weight, self.l1_weight = mcfg.space, cfg.gan_loss, cfg.gan_weight, cfg.l1_weight
+        self.hints = mcfg.hints
         # Training forms: DDP averages gradients; torch.compile (opt-in) fuses kernels. The plain
         # D (`d_plain`) scores G's output in G's step, where D's own gradients are not wanted.
         self.g_train, self.d_train, self.d_plain = self.g, self.d, self.d
@@ -599,8 +601,12 @@ class Nets:
         """One D step then one G step on a batch; returns (d_loss, g_adv, g_l1) on the device.
         With gan_weight 0, G's step alone on its L1 loss (the losses of D are then 0)."""
         x, y = encode_input(gray01, self.space), encode_target(color01, self.space)
+        hints = None
+        if self.hints:  # simulated users' colour hints, many photos none (hints come with lab)
+            hints = simulate(y, x)
+            hints = hints.contiguous(memory_format=torch.channels_last) if self.channels_last else hints
         with autocast_bf16(self.device):
-            fake = self.g_train(x)
+            fake = self.g_train(x, hints)
         l1 = (fake.float() - y).abs().mean()
         if not self.gan_weight:
             self.opt_g.zero_grad(set_to_none=True)

@@ -2,12 +2,12 @@
 # Rebuild the bundled model (colorize_cli/weights/beach.safetensors) from ../shared/data alone,
 # with the recipe it was made with (README: "The bundled beach model"), then score it.
 # Run from the repository root:  ./setup.sh examples/make_bundled_model.sh [TIME]
-# TIME: the training budget (default 50m). The schedule follows the clock, so a faster machine
+# TIME: the training budget (default 45m). The schedule follows the clock, so a faster machine
 # trains more steps in the same time; the README names the CPU the bundled model came from.
 # WORK (default bundle-work) holds the data sets and the run; SHARED (default ../shared/data)
 # the photos. Nothing of them enters the repository.
 set -euo pipefail
-budget=${1:-50m}
+budget=${1:-45m}
 shared=${SHARED:-../shared/data}
 work=${WORK:-bundle-work}
 

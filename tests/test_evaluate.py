@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from clirun import run_cli
@@ -244,10 +245,34 @@ def test_real_photos_gray_prediction_equals_baseline(tmp_path, capsys):
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> Path:
     cfg = ModelConfig(size=32, width=8)
+    torch.manual_seed(0)
     g, _ = build(cfg)
     path = tmp_path / "tiny.safetensors"
     save_checkpoint(path, {"generator." + k: v for k, v in g.state_dict().items()}, cfg)
     return path
+
+
+@pytest.fixture
+def one_per_pass(monkeypatch) -> None:
+    """Every Colorizer the commands load runs one photo per network pass, so that figures from
+    two runs that batch photos differently compare exactly.
+
+    Why not a tolerance: a photo's output can depend on what shares its batch, by float rounding
+    (kernels and summation orders are chosen by the batch's shape, and bf16 autocast on GPUs and
+    bf16 CPUs keeps 3 significant digits), and a change of 1e-6 can carry an output value across
+    an 8-bit rounding edge. One value of the N = 3 H W of a photo moved by one level d = 1/255,
+    from an error e (|e| <= 1) to e +- d, changes the squared-error sum by 2 |e| d + d^2 <= 0.0079,
+    so MSE by at most 0.0079 / N (2.6e-6 for 32 x 32) and PSNR = -10 log10(MSE) by at most
+    (10 / ln 10) 0.0079 / (N MSE) dB: 4e-4 dB, 2.5e-5 of its value, at the untrained model's MSE
+    near 0.03 (15 dB), for each value that moves. How many move is bounded by nothing the test
+    controls, so a tolerance the maths justifies is a loose one (1e-9 is not one), and SSIM and
+    CIEDE2000 would need bounds of their own. Alone in its pass a photo takes one path in every
+    run: the figures are equal, not near."""
+    from colorize_cli.colorizer import Colorizer
+
+    load = Colorizer.load.__func__
+    monkeypatch.setattr(Colorizer, "load", classmethod(
+        lambda cls, path=None, device="cpu", size=None, batch_size=1: load(cls, path, device, size, 1)))
 
 
 def pair(path: Path, color: Image.Image) -> None:
@@ -259,7 +284,7 @@ def pair(path: Path, color: Image.Image) -> None:
     img.save(path)
 
 
-def test_model_on_pairs(tmp_path, tiny_model, capsys):
+def test_model_on_pairs(tmp_path, tiny_model, capsys, one_per_pass):
     from colorize_cli.colorizer import Colorizer
 
     test = tmp_path / "data" / "test"
@@ -268,16 +293,15 @@ def test_model_on_pairs(tmp_path, tiny_model, capsys):
     colors = {f"p{i}": Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for i in range(3)}
     for name, img in colors.items():
         pair(test / f"{name}.png", img)
-    solid(test / "single.png", TRUTH_RGB, (40, 32))  # not an A|B pair
     solid(test / "small.png", TRUTH_RGB, (24, 12))  # a pair, too small for the model
+    (test / "broken.png").write_bytes(b"not a png")
     code, out, err = cli(["evaluate", str(test), "--model", str(tiny_model), "--device", "cpu",
                           "--csv", str(tmp_path / "s.csv"), "--json"], capsys)
     assert code == 0, err
     r = json.loads(out)
     assert (r["kind"], r["images"], r["data"], r["checkpoint"]) == ("model", 3, str(test), str(tiny_model))
     reasons = {s["image"]: s["reason"] for s in r["skipped"]}
-    assert reasons["single"] == f"{test / 'single.png'}: not an A|B pair (40x32; expected width = 2 x height)"
-    assert "too small" in reasons["small"]
+    assert "too small" in reasons["small"] and "not an image" in reasons["broken"]
     # The model row is exactly what the Python API gives for the gray half, scored against A.
     colorizer = Colorizer.load(tiny_model, device="cpu")
     with open(tmp_path / "s.csv", newline="") as f:
@@ -290,6 +314,62 @@ def test_model_on_pairs(tmp_path, tiny_model, capsys):
         for k in ("mae", "mse", "psnr", "ciede2000", "colorfulness"):
             assert float(rows[name][k]) == pytest.approx(expect[k], rel=1e-6), (name, k)
             assert float(rows[name][f"gray_{k}"]) == pytest.approx(expect_gray[k], rel=1e-6), (name, k)
+
+
+def colourful(w: int, h: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_every_image_decides_pairs_or_photos_and_only_two_to_one_ones_are_decoded(tmp_path, monkeypatch):
+    """A photo is known by its header (neither side twice the other); an image of 2:1 either
+    way (EXIF may stand it up) is decoded, and is a pair when its upright right half is gray."""
+    from colorize_cli import evaluate
+
+    opened: list[str] = []
+    open_image = evaluate.open_image
+    monkeypatch.setattr(evaluate, "open_image", lambda path: (opened.append(Path(path).name), open_image(path))[1])
+    pairs, photos = tmp_path / "pairs", tmp_path / "photos"
+    for folder in (pairs, photos):
+        folder.mkdir()
+    pair(pairs / "a.png", colourful(32, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: stored standing, 32 x 64
+    sideways = pairs / "b.jpg"
+    Image.open(pairs / "a.png").transpose(Image.Transpose.ROTATE_90).save(sideways, exif=exif.tobytes(), quality=95)
+    (pairs / "c.png").write_bytes(b"not a png")  # unreadable: decides nothing, skipped when scored
+    colourful(8, 30).save(pairs / "d.png")  # too small: the same
+    for folder in (pairs, photos):  # gray all over: a gray photo, or a pair of one; decides nothing
+        colourful(64, 32).convert("L").save(folder / "gray.png")
+    assert evaluate.model_photos(pairs) == (sorted(pairs.iterdir()), "pairs")
+    assert opened == ["a.png", "b.jpg", "gray.png"]
+    opened.clear()
+    colourful(40, 30).save(photos / "p.png")
+    colourful(64, 32).save(photos / "wide.png")  # 2:1, colour on the right too: a panorama
+    assert evaluate.model_photos(photos) == (sorted(photos.iterdir()), "photos")
+    assert opened == ["gray.png", "wide.png"]
+
+
+@pytest.mark.parametrize("case", ["photo_among_pairs", "panorama_among_pairs", "pair_among_photos"])
+def test_a_folder_mixing_pairs_and_photos_is_refused(tmp_path, capsys, case):
+    """Either layout would score the other kind wrongly: one line naming one of each, before
+    any model loads (the bundled one here: it would be the slow part)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if case == "pair_among_photos":
+        for i in range(3):
+            colourful(40, 30, i).save(data / f"p{i}.png")
+        pair(data / "x.png", colourful(32, 32))
+        want = "A|B pairs (such as x.png) and colour photos (such as p0.png)"
+    else:
+        for i in range(3):
+            pair(data / f"p{i}.png", colourful(32, 32, i))
+        size = (40, 30) if case == "photo_among_pairs" else (64, 32)
+        colourful(*size).save(data / "x.png")
+        want = "A|B pairs (such as p0.png) and colour photos (such as x.png)"
+    for extra in ([], ["--hints", "2"]):
+        code, out, err = cli(["evaluate", str(data), "--device", "cpu", *extra], capsys)
+        assert (code, out) == (1, "")
+        assert err == f"error: {data}: holds both {want}; give each kind a folder of its own\n"
 
 
 def test_model_errors(tmp_path, tiny_model, capsys):
@@ -435,3 +515,181 @@ def test_non_utf8_file_names_survive_in_csv_and_json(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert [row["image"] for row in rows] == ["bad\\xff"]
     assert float(rows[0]["mae"]) == pytest.approx(0.2, abs=1e-8)
+
+
+# --- --hints N: the hint curve ----------------------------------------------------------
+
+
+def tiny_checkpoint(path: Path, **kw) -> Path:
+    """An untrained generator, the same weights on every run."""
+    cfg = ModelConfig(size=32, width=8, **kw)
+    torch.manual_seed(0)
+    g, _ = build(cfg)
+    save_checkpoint(path, {"generator." + k: v for k, v in g.state_dict().items()}, cfg)
+    return path
+
+
+def smooth(rng: np.random.Generator, h: int, w: int) -> Image.Image:
+    """A colour photo with regions: a few random colours blended over the frame."""
+    corners = rng.integers(0, 256, (2, 2, 3)).astype(np.float64)
+    fy, fx = np.linspace(0, 1, h)[:, None, None], np.linspace(0, 1, w)[None, :, None]
+    img = (corners[0, 0] * (1 - fy) * (1 - fx) + corners[0, 1] * (1 - fy) * fx
+           + corners[1, 0] * fy * (1 - fx) + corners[1, 1] * fy * fx)
+    return Image.fromarray(np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def curve_data(tmp_path_factory) -> dict[str, Path]:
+    """A hint-aware tiny model, three A|B pairs, three colour photos (one unreadable file too)."""
+    root = tmp_path_factory.mktemp("curve")
+    rng = np.random.default_rng(7)
+    (root / "pairs").mkdir()
+    for i in range(3):
+        pair(root / "pairs" / f"p{i}.png", smooth(rng, 32, 32))
+    (root / "photos").mkdir()
+    for i, (h, w) in enumerate(((40, 48), (48, 36), (36, 36))):
+        smooth(rng, h, w).save(root / "photos" / f"q{i}.png")
+    (root / "photos" / "zz_broken.png").write_bytes(b"not a png")
+    return {"model": tiny_checkpoint(root / "hints.safetensors"), "pairs": root / "pairs", "photos": root / "photos"}
+
+
+def curve(args: list[str], capsys) -> dict:
+    code, out, err = cli(["evaluate", *map(str, args), "--device", "cpu", "--json"], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_hint_counts_and_patch_side() -> None:
+    from colorize_cli.hintcurve import hint_counts, patch_side
+    from colorize_cli.hints import CURVE
+
+    assert hint_counts(3) == [0, 1, 2, 3]
+    assert hint_counts(20) == list(CURVE) == [0, 1, 2, 5, 10, 20]
+    assert hint_counts(7) == [0, 1, 2, 5, 7] and hint_counts(1) == [0, 1]
+    assert hint_counts(50) == [0, 1, 2, 5, 10, 20, 50]
+    # HINT_SIDE (3) working pixels in the photo's pixels, odd: 256 px pairs at 192 px: 4 -> 5.
+    assert [patch_side(256, 192), patch_side(192, 192), patch_side(16, 192), patch_side(4000, 256)] == [5, 3, 1, 47]
+
+
+def test_hint_curve_on_pairs_starts_at_plain_evaluate_and_gray(curve_data, capsys, one_per_pass):
+    """With 0 hints the network is the plain evaluate's model and IDW is the gray photo, exactly
+    (`one_per_pass`: the curve batches a photo's hint counts together, plain evaluate photos)."""
+    r = curve([curve_data["pairs"], "--model", curve_data["model"], "--hints", 3], capsys)
+    plain = curve([curve_data["pairs"], "--model", curve_data["model"]], capsys)
+    assert (r["kind"], r["layout"], r["images"], r["seed"], r["skipped"]) == ("hints", "pairs", 3, 0, [])
+    assert (plain["layout"], r["checkpoint"]) == ("pairs", str(curve_data["model"]))
+    assert [row["hints"] for row in r["curve"]] == [0, 1, 2, 3]
+    zero = r["curve"][0]
+    keys = ("psnr", "ssim", "ciede2000", "colorfulness_ratio")
+    for k in keys:
+        assert zero["network"][k] == plain["model"]["mean"][k], k
+        assert zero["idw"][k] == r["gray"][k] == pytest.approx(plain["gray"]["mean"][k], rel=1e-12), k
+    assert r["gray"]["colorfulness_ratio"] == 0.0
+    assert all(row["idw"]["colorfulness_ratio"] > 0 for row in r["curve"][1:])  # hints bring colour
+
+
+def test_hint_curve_idw_reproduces_a_flat_colour(tmp_path, curve_data, capsys):
+    for i in range(2):
+        pair(tmp_path / f"flat{i}.png", Image.new("RGB", (32, 32), (200, 90, 40)))
+    r = curve([tmp_path, "--model", curve_data["model"], "--hints", 5], capsys)
+    assert r["gray"]["psnr"] < 20
+    for row in r["curve"][1:]:  # one hint already gives the colour everywhere (to 8-bit rounding)
+        assert row["idw"]["psnr"] is None or row["idw"]["psnr"] > 40, row
+        assert row["idw"]["ciede2000"] < 1
+
+
+def test_hint_curve_is_seeded_and_nested(curve_data, capsys, monkeypatch):
+    from colorize_cli.colorizer import Colorizer
+
+    given: list[tuple] = []
+    predict = Colorizer.predict
+    monkeypatch.setattr(Colorizer, "predict", lambda self, items: (given.extend(i.hints for i in items),
+                                                                    predict(self, items))[1])
+    args = [curve_data["pairs"], "--model", curve_data["model"], "--hints", 5]
+    first, again, other = curve(args, capsys), curve(args, capsys), curve([*args, "--seed", 1], capsys)
+    assert first == again
+    assert other["seed"] == 1 and other["curve"][0] == first["curve"][0]  # no hints: nothing to draw
+    assert other["curve"][1:] != first["curve"][1:]
+    assert len(given) == 3 * 3 * 4  # 3 runs, 3 pairs, counts 0, 1, 2, 5
+    for run in range(9):  # each photo's hints for count k are the first k of its five
+        photo = given[4 * run:4 * run + 4]
+        assert [len(h) for h in photo] == [0, 1, 2, 5]
+        assert all(photo[-1][:len(h)] == h for h in photo)
+
+
+def test_hint_curve_on_colour_photos_at_full_resolution(curve_data, tmp_path, capsys, one_per_pass):
+    from colorize_cli.colorizer import Colorizer
+
+    out_csv = tmp_path / "curve.csv"
+    r = curve([curve_data["photos"], "--model", curve_data["model"], "--hints", 2, "--csv", out_csv], capsys)
+    plain = curve([curve_data["photos"], "--model", curve_data["model"]], capsys)
+    assert (r["layout"], r["images"], plain["layout"], plain["images"]) == ("photos", 3, "photos", 3)
+    assert [s["image"] for s in r["skipped"]] == [s["image"] for s in plain["skipped"]] == ["zz_broken"]
+    for k in ("psnr", "ssim", "ciede2000"):
+        assert r["curve"][0]["network"][k] == plain["model"]["mean"][k], k
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["image"], row["hints"]) for row in rows] == [(f"q{i}", str(k)) for i in range(3) for k in (0, 1, 2)]
+    assert (rows[0]["width"], rows[0]["height"], rows[0]["hint_side"]) == ("48", "40", "5")  # 3 * 48 / 32 -> 5
+    # Each photo is its own truth at full resolution: the plain model row is the API's colorize of it.
+    colorizer = Colorizer.load(curve_data["model"], device="cpu")
+    photo = Image.open(curve_data["photos"] / "q0.png").convert("RGB")
+    want = score(np.asarray(colorizer.colorize(photo), dtype=np.float64) / 255, np.asarray(photo, dtype=np.float64) / 255)
+    assert float(rows[0]["network_psnr"]) == pytest.approx(want["psnr"], rel=1e-7)  # the CSV's 8 digits
+
+
+def test_hint_curve_table_and_plot(curve_data, tmp_path, capsys):
+    from colorize_cli.hintcurve import PANEL
+
+    plot = tmp_path / "curve.png"
+    args = ["evaluate", curve_data["pairs"], "--model", curve_data["model"], "--hints", 2, "--plot", plot]
+    code, out, err = cli([*map(str, args)], capsys)
+    assert code == 0, err
+    assert out.startswith("hint curve: 3 A|B pairs, seed 0")
+    assert [line.split()[0] for line in out.splitlines() if line.strip()[:1].isdigit()] == ["0", "1", "2"]
+    assert "gray photo: PSNR" in out and "IDW: the hints' inverse-distance-weighted a*b*" in " ".join(out.split())
+    assert f"hint curve drawn to {plot}" in " ".join(err.split())
+    with Image.open(plot) as img:
+        assert (img.format, img.size) == ("PNG", (2 * PANEL[0], PANEL[1]))
+    before = plot.read_bytes()
+    code, _, err = cli([*map(str, args)], capsys)
+    assert code == 1 and f"{plot}: exists; not overwritten (use --overwrite to replace it)" in " ".join(err.split())
+    assert plot.read_bytes() == before
+    code, _, err = cli([*map(str, args), "--overwrite"], capsys)
+    assert code == 0, err
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_hint_inputs", "this model was trained without colour hints; --hints needs a hint-aware model"),
+    ("rgb_model", "an rgb model; --hints needs a lab one"),
+    ("plot_without_hints", "--plot draws the hint curve: give --hints N too"),
+    ("plot_not_png", "curve.jpg: --plot writes a PNG; give a file name ending in .png"),
+    ("with_truth", "--hints gives a model simulated hints; it does not apply to --truth"),
+    ("votes", "votes.csv: --hints and --plot apply to image folders, not to a votes file"),
+    ("zero", "Invalid value for '--hints'"),
+])
+def test_hint_curve_errors(curve_data, tmp_path, capsys, case, message):
+    args = ["evaluate", curve_data["pairs"], "--model", curve_data["model"], "--hints", "2"]
+    if case == "no_hint_inputs":
+        args[3] = tiny_checkpoint(tmp_path / "auto.safetensors", hints=False)
+    elif case == "rgb_model":
+        args[3] = tiny_checkpoint(tmp_path / "rgb.safetensors", space="rgb")
+    elif case == "plot_without_hints":
+        args = args[:4] + ["--plot", tmp_path / "curve.png"]
+    elif case == "plot_not_png":
+        args += ["--plot", tmp_path / "curve.jpg"]
+    elif case == "with_truth":
+        args = ["evaluate", curve_data["pairs"], "--truth", curve_data["pairs"], "--hints", "2"]
+    elif case == "votes":
+        (tmp_path / "votes.csv").write_text("image,answer\n")
+        args[1] = tmp_path / "votes.csv"
+        args[2:4] = []
+    elif case == "zero":
+        args[-1] = "0"
+    code, _, err = cli([*map(str, args)], capsys)
+    assert code != 0
+    assert message in " ".join(err.split()), err
+    assert "Traceback" not in err
+    if case in ("no_hint_inputs", "rgb_model"):
+        assert len([line for line in err.splitlines() if line.strip()]) == 1

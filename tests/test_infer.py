@@ -19,7 +19,7 @@ from colorize_cli import files
 from colorize_cli.errors import UserError
 from colorize_cli.imageio import MIN_SIDE
 from colorize_cli.canvas import Geometry
-from colorize_cli.colorizer import Colorizer
+from colorize_cli.colorizer import Colorizer, Prepared
 from colorize_cli.infer import InferConfig
 from colorize_cli.checkpoint import save_checkpoint
 from colorize_cli.model import ModelConfig, build
@@ -236,6 +236,18 @@ def test_bad_files_are_skipped_with_a_reason_and_the_rest_finish(capsys: pytest.
     assert "colorized 2 of 5 photos" in err
 
 
+def test_a_folder_of_photos_that_all_fail_to_read_leaves_no_output_folder(
+        capsys: pytest.CaptureFixture[str], run_dir: Path, tmp_path: Path) -> None:
+    """OUT is made when the first photo is ready for the network, not before."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "notes.png").write_text("not an image")
+    photo(17, 5).save(src / "tiny.png")
+    code, _, err = cli(capsys, "infer", src, tmp_path / "out", "--model", run_dir)
+    assert code == 1 and "colorized 0 of 2 photos" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_side_by_side_layout(capsys: pytest.CaptureFixture[str], run_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
@@ -440,9 +452,9 @@ def test_a_non_finite_network_output_fails_that_photo_instead_of_writing_gray(
     photo(32, 32, 1).save(src / "square.png")  # a 32 x 32 one: another network pass
     real = Colorizer.predict
 
-    def overflowing(self: Colorizer, works: list[np.ndarray]) -> torch.Tensor:
-        out = real(self, works).clone()  # an ordinary tensor, not an inference one
-        if works[0].shape == (16, 32):
+    def overflowing(self: Colorizer, items: list[Prepared]) -> torch.Tensor:
+        out = real(self, items).clone()  # an ordinary tensor, not an inference one
+        if items[0].work.shape == (16, 32):
             out[0, 0, 3, 5] = float("nan")
         return out
 

@@ -13,7 +13,6 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +22,9 @@ from PIL import Image
 from rich.console import Console
 
 from clirun import run_cli
+from localweb import browser_or_skip, get_with_host, serving
 from colorize_cli import color
+from colorize_cli.browser import launch
 from colorize_cli.cli import main
 from colorize_cli.errors import UserError
 from colorize_cli.checkpoint import save_checkpoint
@@ -41,7 +42,6 @@ from colorize_cli.survey import (
 )
 from colorize_cli.votes import read_votes
 
-CHROMIUM = Path("/usr/bin/chromium")
 QUIET = Console(quiet=True)
 HEADER_LINE = ",".join(HEADER) + "\n"
 
@@ -93,19 +93,10 @@ def study(built, tmp_path) -> Path:
     return Path(shutil.copytree(built, tmp_path / "study"))
 
 
-def serving(srv: SurveyServer) -> Iterator[SurveyServer]:
-    """Run `srv` on a thread for a fixture's lifetime, then stop it and free its port."""
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
-
-
 @pytest.fixture
 def server(study):
-    yield from serving(SurveyServer(ServedStudy(study), port=0))
+    with serving(SurveyServer(ServedStudy(study), port=0)) as srv:
+        yield srv
 
 
 def record(folder: Path) -> dict:
@@ -364,12 +355,6 @@ def test_serve_reports_a_busy_port(server, study):
 # --- a whole study in a real browser ----------------------------------------------------
 
 
-def _launch(p):
-    return p.chromium.launch(executable_path=str(CHROMIUM), args=[
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"])
-
-
 def _take_study(page, name: str, plan: list[str], practice: int) -> None:
     """Enter the name, do the practice trials, then answer each trial as `plan` says, alternating
     clicks and keys. Checks the photos are shown and then hidden before the question."""
@@ -403,31 +388,14 @@ def _evaluate(path: Path) -> str:
     return run.stdout
 
 
-def _browser_or_skip():
-    """Playwright's sync API, or a skip saying what is missing. In CI, where `./setup.sh --test`
-    installs both, a missing one fails the test instead of hiding it."""
-    missing = None
-    if not CHROMIUM.exists():
-        missing = "no /usr/bin/chromium (`./setup.sh --test` installs Debian's chromium when run as root)"
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing = missing or "the playwright package is not installed (`pip install -e .[test]`)"
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser test, but: {missing}")
-        pytest.skip(missing)
-    return sync_api
-
-
 def test_a_whole_study_in_headless_chromium(server, study, tmp_path):
-    sync_api = _browser_or_skip()
+    sync_api = browser_or_skip()
     rec = record(study)
     trials = rec["trials"]
     plan = ["left", "right", "right", "left"]
     expected = {t["image"]: int(side != t["real_side"]) for t, side in zip(trials, plan)}
     with sync_api.sync_playwright() as p:
-        browser = _launch(p)
+        browser = launch(p)
         try:
             page = browser.new_page()
             page.goto(server.url)
@@ -476,9 +444,9 @@ def test_no_button_shows_before_the_photos_are_decoded(server, study):
     """The first trial's "Show photos" button was visible while its photos were still loading, and
     a click then was lost (the study hung, and so did this test under load). The photos are held
     back here until the page has been checked."""
-    sync_api = _browser_or_skip()
+    sync_api = browser_or_skip()
     with sync_api.sync_playwright() as p:
-        browser = _launch(p)
+        browser = launch(p)
         try:
             page = browser.new_page()
             held, released = [], []
@@ -565,7 +533,8 @@ def quick_server(study):
         srv.closed.set()
 
     srv.shutdown_request = shutdown_request
-    yield from serving(srv)
+    with serving(srv):
+        yield srv
 
 
 def raw_connection(srv: SurveyServer) -> socket.socket:
@@ -595,27 +564,12 @@ def test_only_requests_for_this_host_are_answered(server, host):
     """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 must not read
     the study or post votes."""
     port = server.server_address[1]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        if host is None:
-            conn.putrequest("GET", "/", skip_host=True)
-            conn.endheaders()
-        else:
-            conn.request("GET", "/", headers={"Host": host.format(port=port)})
-        resp = conn.getresponse()
-        status, body = resp.status, resp.read()
-    finally:
-        conn.close()
+    status, body = get_with_host(port, "/", None if host is None else host.format(port=port))
     assert status == (400 if host is None else 421)
     assert body == (b"a Host header is required\n" if host is None
                     else f"this server answers only for 127.0.0.1:{port} and localhost:{port}\n".encode())
     for allowed in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.request("GET", "/", headers={"Host": allowed})
-            assert conn.getresponse().status == 200, allowed
-        finally:
-            conn.close()
+        assert get_with_host(port, "/", allowed)[0] == 200, allowed
 
 
 def test_a_client_that_resets_mid_response_leaves_no_traceback(quick_server, study, capsys):

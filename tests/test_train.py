@@ -198,7 +198,7 @@ def test_unusable_data_is_a_clear_error(tmp_path: Path, capsys) -> None:
 def test_run_folder(straight: Path, data: Path) -> None:
     cfg = json.loads((straight / "config.json").read_text())
     assert cfg["model"] == {"size": 32, "width": 8, "space": "lab", "depth": 4, "dropout": 0.5,
-                            "dropout_blocks": 3, "d_layers": 4}
+                            "dropout_blocks": 3, "d_layers": 4, "hints": True}
     assert (cfg["epochs"], cfg["batch_size"], cfg["optimizer"], cfg["lr"], cfg["gan_loss"], cfg["l1_weight"]) == \
         (2, 2, "adam", 2e-4, "lsgan", 100.0)
     table = rows(straight)
@@ -362,6 +362,8 @@ def test_resume_refuses_another_network_or_recipe(straight: Path, capsys) -> Non
             in capsys.readouterr().err)
     assert cli("train", "--resume", straight, "--gan-loss", "vanilla", "--epochs", "3") == 1
     assert "a resumed run keeps its recipe" in capsys.readouterr().err
+    assert cli("train", "--resume", straight, "--no-hints", "--epochs", "3") == 1  # its generator reads hints
+    assert "a resumed run keeps its network" in capsys.readouterr().err
     assert cli("train", "--resume", straight) == 1
     assert "has finished its 2 epochs; give --epochs N (more than 2) to train on" in capsys.readouterr().err
     assert cli("train", straight.parent / "nothing-here", "--resume", straight.parent) == 1
@@ -416,14 +418,16 @@ def test_seed_preset_and_explicit_options(data: Path, tmp_path: Path) -> None:
     cfg = configure(str(data), str(tmp_path / "a"), None, "seed", {})
     assert (cfg.model.space, cfg.batch_size, cfg.gan_loss, cfg.l1_weight, cfg.epochs) == ("rgb", 1, "lsgan", 100.0, 200)
     assert SEED_RECIPE == {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "gan_weight": 1.0, "l1_weight": 100.0,
-                           "epochs": 200, "width": 64, "chroma_gain": False}
+                           "epochs": 200, "width": 64, "chroma_gain": False, "hints": False}
     assert (cfg.optimizer, cfg.lr, cfg.beta1, cfg.model.width, cfg.model.size, cfg.preset) == ("adam", 2e-4, 0.5, 64, 32, "seed")
+    assert not cfg.model.hints  # the original generator reads the gray photo alone
     assert cfg.time == 0  # the preset's epochs, on any device
     mine = configure(str(data), str(tmp_path / "b"), None, "seed", {"epochs": 1, "space": "lab", "optimizer": "sgd"})
     assert (mine.epochs, mine.model.space, mine.batch_size, mine.lr) == (1, "lab", 1, 0.01)  # given options win
     plain = configure(str(data), None, None, None, {"device": "cpu"})
     assert (plain.model.space, plain.batch_size, plain.time, plain.model.width, plain.model.size, plain.crop_min) == \
         ("lab", 16, 600, 32, 32, 0.5)  # 192 px, but never above the data's own 32 px
+    assert plain.model.hints and not configure(str(data), None, None, None, {"device": "cpu", "hints": False}).model.hints
     big = configure(str(make_prep(tmp_path / "big", 1, 1, size=256)), None, None, None, {"device": "cpu"})
     assert big.model.size == 192
     assert Path(plain.out).parent == Path("runs")
