@@ -22,6 +22,7 @@ import hashlib
 import io
 import logging
 import re
+import signal
 import socket
 import threading
 import time
@@ -561,15 +562,16 @@ def _crawl(keyword: str, path: Path, source: Source, cfg: CrawlConfig, console: 
         return report
     keeper = _Keeper(folder, report)
     pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="crawl")
-    stop = threading.Event()  # set on the way out: downloads still in flight end at once
+    stop = threading.Event()  # set by Ctrl-C and on the way out: downloads still in flight end at once
     try:
         with progress_bar(console, "{task.description}", "kept, {task.fields[rejected]} rejected",
                           elapsed=True) as progress:
             bar = progress.add_task(f"{escape(keyword)} ({cfg.engine.value})", total=cfg.num,
                                     completed=folder.kept, rejected=0)
-            for done in _judging(_new_urls(source, folder, report), cfg, folder, pool, stop):
-                keeper.take(fut.result() for fut in done)
-                progress.update(bar, completed=folder.kept, rejected=report.rejected)
+            with _ctrl_c_sets(stop):
+                for done in _judging(_new_urls(source, folder, report), cfg, folder, pool, stop):
+                    keeper.take(fut.result() for fut in done)
+                    progress.update(bar, completed=folder.kept, rejected=report.rejected)
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -577,6 +579,30 @@ def _crawl(keyword: str, path: Path, source: Source, cfg: CrawlConfig, console: 
     report.stop = source.stop
     report.no_network = _no_network(keeper.unreached, source, report)
     return report
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """A first Ctrl-C sets `stop`, and `_judging` raises KeyboardInterrupt at its next wait. Raised
+    at any moment instead, it could land inside `concurrent.futures.wait` while that holds the
+    futures' locks: the downloads could then never finish and the process would hang at exit.
+    A second Ctrl-C interrupts at once. Only the main thread can catch signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum: int, frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+WAIT_STEP = 0.25  # seconds between looks at the Ctrl-C flag while downloads are in flight
 
 
 def _new_urls(source: Source, folder: Folder, report: CrawlReport) -> Iterator[str]:
@@ -599,8 +625,11 @@ def _judging(urls: Iterator[str], cfg: CrawlConfig, folder: Folder, pool: Thread
             pending.add(pool.submit(judge, url, cfg, stop))
         if not pending:
             return
-        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        yield done
+        done, pending = wait(pending, timeout=WAIT_STEP, return_when=FIRST_COMPLETED)
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if done:
+            yield done
 
 
 class _Keeper:
