@@ -586,8 +586,9 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
     """A first Ctrl-C sets `stop`, and `_judging` raises KeyboardInterrupt at its next wait. Raised
     at any moment instead, it could land inside `concurrent.futures.wait` while that holds the
     futures' locks: the downloads could then never finish and the process would hang at exit.
-    A second Ctrl-C interrupts at once. Only the main thread can catch signals."""
-    if threading.current_thread() is not threading.main_thread():
+    A second Ctrl-C interrupts at once. Only the main thread can catch signals, and a crawl
+    started with Ctrl-C ignored (a shell's background job) keeps ignoring it."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
 
