@@ -237,31 +237,30 @@ def hint_ab(rgb: Sequence[tuple[int, int, int]]) -> torch.Tensor:
     return (rgb_to_lab(c)[:, 1:, 0, 0] / AB_SCALE).float()
 
 
-def inverse_distance(xy: torch.Tensor, ab: torch.Tensor, valid: torch.Tensor, height: int, width: int,
-                     lightness: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 2, H, W): at each pixel the mean a*b* of the valid hints, weighted 1 / (1 + d^2) by
-    the squared distance d^2 in pixels to each; 0 where an image has no hint. `xy` (B, K, 2) are
-    pixel coordinates (x, y), `ab` (B, K, 2), `valid` (B, K). With `lightness` (B, 1, H, W, the
-    network's L* input) each weight also falls with the L* difference from the hinted pixel."""
+def spreads(xy: torch.Tensor, ab: torch.Tensor, valid: torch.Tensor, lightness: torch.Tensor) -> torch.Tensor:
+    """(B, 4, H, W): the hints spread over the images, two ways in one pass over the hints.
+    Planes 0-1: at each pixel the mean a*b* of the valid hints, weighted 1 / (1 + d^2) by the
+    squared distance d^2 in pixels to each (0 where an image has no hint); planes 2-3: the same
+    with each weight also times a Gaussian of the pixel's L* difference from the hinted pixel's.
+    `xy` (B, K, 2) are pixel coordinates (x, y), `ab` (B, K, 2), `valid` (B, K), `lightness`
+    (B, 1, H, W) the network's L* input (L* / 50 - 1)."""
     import torch
 
-    b = xy.shape[0]
+    b, _, height, width = lightness.shape
     ys = torch.arange(height, device=xy.device, dtype=xy.dtype).reshape(1, height, 1)
     xs = torch.arange(width, device=xy.device, dtype=xy.dtype).reshape(1, 1, width)
-    num = torch.zeros(b, 2, height, width, device=xy.device, dtype=xy.dtype)
-    den = torch.zeros(b, 1, height, width, device=xy.device, dtype=xy.dtype)
-    if lightness is not None:  # L* at the hints: from the network input L* / 50 - 1
-        light = (lightness[:, 0].float() + 1) * 50
-        at = xy.round().long()
-        hinted = light.reshape(b, -1).gather(1, (at[..., 1].clamp(0, height - 1) * width
-                                                 + at[..., 0].clamp(0, width - 1)))
+    num = torch.zeros(b, 4, height, width, device=xy.device, dtype=xy.dtype)
+    den = torch.zeros(b, 2, height, width, device=xy.device, dtype=xy.dtype)
+    light = (lightness[:, 0].float() + 1) * 50
+    at = xy.round().long()
+    hinted = light.reshape(b, -1).gather(1, at[..., 1].clamp(0, height - 1) * width + at[..., 0].clamp(0, width - 1))
     for k in range(xy.shape[1]):  # one hint at a time: a few (B, H, W) temporaries, not (B, K, H, W)
-        w = valid[:, k, None, None] / (1 + (xs - xy[:, k, 0, None, None]) ** 2 + (ys - xy[:, k, 1, None, None]) ** 2)
-        if lightness is not None:
-            w = w * torch.exp((light - hinted[:, k, None, None]) ** 2 / (-2 * LIGHTNESS_SIGMA**2))
-        den += w[:, None]
-        num += w[:, None] * ab[:, k, :, None, None]
-    return num / den.clamp_min(1e-30)
+        near = valid[:, k, None, None] / (1 + (xs - xy[:, k, 0, None, None]) ** 2 + (ys - xy[:, k, 1, None, None]) ** 2)
+        alike = near * torch.exp((light - hinted[:, k, None, None]) ** 2 / (-2 * LIGHTNESS_SIGMA**2))
+        w = torch.stack([near, alike], 1)  # (B, 2, H, W)
+        den += w
+        num += (w[:, :, None] * ab[:, k, None, :, None, None]).flatten(1, 2)
+    return num / den.repeat_interleave(2, 1).clamp_min(1e-30)
 
 
 def planes(xy: torch.Tensor, ab: torch.Tensor, valid: torch.Tensor, side: torch.Tensor,
@@ -284,9 +283,7 @@ def planes(xy: torch.Tensor, ab: torch.Tensor, valid: torch.Tensor, side: torch.
         inside = (rows[:, :, None] & cols[:, None, :] & valid[:, k, None, None])[:, None]
         sparse = torch.where(inside, ab[:, k, :, None, None], sparse)
         mask = torch.where(inside, 1.0, mask)
-    xy, valid = xy.float(), valid.float()
-    return torch.cat([sparse, mask, inverse_distance(xy, ab, valid, height, width),
-                      inverse_distance(xy, ab, valid, height, width, lightness)], 1)
+    return torch.cat([sparse, mask, spreads(xy.float(), ab, valid.float(), lightness)], 1)
 
 
 def given_planes(hints: Sequence[tuple[float, float, tuple[int, int, int]]], lightness: torch.Tensor) -> torch.Tensor:
