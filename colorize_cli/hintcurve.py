@@ -205,12 +205,13 @@ def score_photo(colorizer: Colorizer, name: str, truth: Image.Image, gray: Image
     side = patch_side(max(truth.size), colorizer.size)
     full = colorizer.prepare(gray, truth_hints(np.asarray(truth), counts[-1], rng, side))
     items = [replace(full, hints=full.hints[:k]) for k in counts]
+    lightness = colorizer.network_input([full])  # one working copy for every count
     network, idw = [], []
     for start in range(0, len(items), colorizer.batch_size):  # one canvas shape: plain chunks
         chunk = items[start:start + colorizer.batch_size]
         for item, out in zip(chunk, colorizer.predict(chunk)):
             network.append(_scores(colorizer.finish(item, out), t))
-            baseline = given_planes(item.hints, colorizer.network_input([item]))[0, IDW]
+            baseline = given_planes(item.hints, lightness)[0, IDW]
             idw.append(_scores(colorizer.finish(item, baseline), t))
     return CurveScore(name, truth.width, truth.height, side, _scores(gray, t), network, idw)
 
