@@ -20,7 +20,7 @@ from PIL import Image
 
 from clirun import run_cli
 from localweb import browser_or_skip, get_with_host, serving
-from colorize_cli.app import MAX_HINTS, MAX_UPLOAD, AppServer, Session
+from colorize_cli.app import MAX_HINTS, MAX_UPLOAD, PREVIEW_QUALITY, AppServer, Session
 from colorize_cli.browser import launch, recoloured
 from colorize_cli.checkpoint import save_checkpoint
 from colorize_cli.colorizer import Colorizer
@@ -534,3 +534,52 @@ def test_guided_colorization_in_headless_chromium(tmp_path):
     assert hints == [Hint(100.0, 30.0, (255, 0, 0)), Hint(130.0, 100.0, (0, 0, 255))]
     expected = stand_in.colorize(open_image(path), hints)
     assert np.array_equal(np.asarray(Image.open(saved["street-colorized.png"]).convert("RGB")), np.asarray(expected))
+
+
+DROP = """([names, payloads]) => {
+  const files = new DataTransfer();
+  names.forEach((name, i) => {
+    const bytes = Uint8Array.from(atob(payloads[i]), (c) => c.charCodeAt(0));
+    files.items.add(new File([bytes], name));
+  });
+  document.dispatchEvent(new DragEvent('dragover', { dataTransfer: files, bubbles: true, cancelable: true }));
+  const shown = document.getElementById('drop').classList.contains('dropping');
+  document.dispatchEvent(new DragEvent('drop', { dataTransfer: files, bubbles: true, cancelable: true }));
+  return shown;
+}"""
+
+
+def test_photos_dropped_on_the_page_open_like_chosen_ones(server, colorizer, tmp_path):
+    """Files dropped anywhere on the page open in order: a good one gets its button and is shown
+    colorized as `Colorizer.colorize` makes it; a bad one is a message and no button."""
+    import base64
+
+    sync_api = browser_or_skip()
+    photo = picture(120, 90)
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    payloads = [base64.b64encode(buffer.getvalue()).decode(), base64.b64encode(b"not an image at all").decode()]
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page()
+            page.goto(server.url)
+            page.wait_for_selector("#model:has-text('model')")
+            highlighted = []
+            recoloured(page, lambda: highlighted.append(page.evaluate(DROP, [["beach.png", "notes.jpg"], payloads])))
+            assert highlighted == [True]  # the drop zone showed while the files were over it
+            assert not page.locator("#drop").evaluate("(e) => e.classList.contains('dropping')")
+            page.wait_for_selector("#error:has-text('notes.jpg')")
+            assert page.inner_text("#error") == "notes.jpg: not an image (unrecognised data)"
+            assert page.locator("#photos button").all_inner_texts() == ["beach.png"]
+            shown = page.evaluate("""() => { const img = document.getElementById('color');
+                const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+                const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)]; }""")
+        finally:
+            browser.close()
+    width, height, rgba = shown
+    preview = io.BytesIO()  # the page shows a JPEG of the colorized photo (downloads are PNG)
+    colorizer.colorize(photo).save(preview, "JPEG", quality=PREVIEW_QUALITY)
+    assert (width, height) == (120, 90)
+    assert np.array_equal(np.array(rgba, dtype=np.uint8).reshape(90, 120, 4)[..., :3], np.asarray(Image.open(preview)))
