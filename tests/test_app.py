@@ -4,6 +4,7 @@ Chromium."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -399,24 +400,32 @@ class FollowsHints(torch.nn.Module):
         return x.new_zeros(x.shape[0], 2, *x.shape[2:]) if hints is None else hints[:, GUESS].to(x.dtype)
 
 
-MEAN_RGB = """([x, y, r]) => {
+SHOWN_RGB = """() => {
   const img = document.getElementById('color');
   const c = document.createElement('canvas');
   c.width = img.naturalWidth; c.height = img.naturalHeight;
   const g = c.getContext('2d');
   g.drawImage(img, 0, 0);
-  const d = g.getImageData(x - r, y - r, 2 * r + 1, 2 * r + 1).data;
-  const s = [0, 0, 0];
-  for (let i = 0; i < d.length; i += 4) { s[0] += d[i]; s[1] += d[i + 1]; s[2] += d[i + 2]; }
-  return s.map((v) => v / (d.length / 4));
+  return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)];
 }"""
+
+
+def shown(page) -> np.ndarray:  # noqa: ANN001 - Playwright's page
+    """The colorized photo as the page shows it, (H, W, 3) uint8."""
+    width, height, rgba = page.evaluate(SHOWN_RGB)
+    return np.array(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+
+
+def mean_rgb(page, x: int, y: int, r: int) -> np.ndarray:  # noqa: ANN001 - Playwright's page
+    """The mean colour the page shows over the (2r+1)^2 pixels around (x, y)."""
+    return shown(page)[y - r:y + r + 1, x - r:x + r + 1].reshape(-1, 3).mean(0)
 
 
 def rendered(page, action) -> np.ndarray:  # noqa: ANN001 - Playwright's page
     """Do `action`, wait until the photo has been recoloured after it, and return the mean colour
     of the 5x5 pixels around (40, 60)."""
     recoloured(page, action)
-    return np.array(page.evaluate(MEAN_RGB, [40, 60, 2]))
+    return mean_rgb(page, 40, 60, 2)
 
 
 def spot(page, x: int, y: int) -> dict[str, float]:  # noqa: ANN001 - Playwright's page
@@ -447,7 +456,7 @@ def test_guided_colorization_in_headless_chromium(tmp_path):
                 page.wait_for_selector("#error:has-text('broken.jpg: not an image')")
 
                 assert np.ptp(rendered(page, lambda: page.set_input_files("#file", str(path)))) < 3  # gray
-                chosen = page.evaluate(MEAN_RGB, [40, 60, 0])
+                chosen = mean_rgb(page, 40, 60, 0)
                 # A click adds a hint there, its picker set to the colour the model chose (gray).
                 gray = rendered(page, lambda: page.click("#frame", position=spot(page, 40, 60)))
                 picked = page.input_value("#hint-color")
@@ -552,8 +561,6 @@ DROP = """([names, payloads]) => {
 def test_photos_dropped_on_the_page_open_like_chosen_ones(server, colorizer, tmp_path):
     """Files dropped anywhere on the page open in order: a good one gets its button and is shown
     colorized as `Colorizer.colorize` makes it; a bad one is a message and no button."""
-    import base64
-
     sync_api = browser_or_skip()
     photo = picture(120, 90)
     buffer = io.BytesIO()
@@ -572,14 +579,9 @@ def test_photos_dropped_on_the_page_open_like_chosen_ones(server, colorizer, tmp
             page.wait_for_selector("#error:has-text('notes.jpg')")
             assert page.inner_text("#error") == "notes.jpg: not an image (unrecognised data)"
             assert page.locator("#photos button").all_inner_texts() == ["beach.png"]
-            shown = page.evaluate("""() => { const img = document.getElementById('color');
-                const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
-                const g = c.getContext('2d'); g.drawImage(img, 0, 0);
-                return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)]; }""")
+            on_page = shown(page)
         finally:
             browser.close()
-    width, height, rgba = shown
     preview = io.BytesIO()  # the page shows a JPEG of the colorized photo (downloads are PNG)
     colorizer.colorize(photo).save(preview, "JPEG", quality=PREVIEW_QUALITY)
-    assert (width, height) == (120, 90)
-    assert np.array_equal(np.array(rgba, dtype=np.uint8).reshape(90, 120, 4)[..., :3], np.asarray(Image.open(preview)))
+    assert np.array_equal(on_page, np.asarray(Image.open(preview)))  # also its size: 120x90, as dropped
