@@ -273,6 +273,10 @@ def train(
     no_chroma_gain: Annotated[bool, typer.Option(
         "--no-chroma-gain", help="Keep the network's raw colours (default: scaled so its output on training photos "
                                  "reaches 0.8 of their colourfulness; the gain is kept with the checkpoint).")] = False,
+    val_photos: Annotated[Optional[int], typer.Option(
+        "--val-photos", min=0, metavar="N",
+        help="DATA's training photos held out (at most a fifth of them): they pick the best epoch and calibrate "
+             "the chroma gain; 0: none, the test split picks \\[default: {val_photos}].")] = None,
     no_hints: Annotated[bool, typer.Option(
         "--no-hints", help="An automatic-only generator, without colour-hint inputs (default: trained with "
                            "simulated hints on half its photos, so it also follows --hint).")] = False,
@@ -285,7 +289,8 @@ def train(
         "--patience", min=0, help="Stop after N epochs without a better selection score \\[default: {patience}: never].")] = None,
     preset: Annotated[Optional[Literal["seed"]], typer.Option(
         "--preset", help="seed: the original recipe ({preset[space]}, width {preset[width]}, batch size {preset[batch_size]}, GAN weight {preset[gan_weight]:g}, "
-                         "{preset[gan_loss]} + {preset[l1_weight]:g} x L1, {preset[epochs]} epochs, no chroma gain, no hints); options given too win.")] = None,
+                         "{preset[gan_loss]} + {preset[l1_weight]:g} x L1, {preset[epochs]} epochs, no chroma gain, no hints, no validation photos); "
+                         "options given too win.")] = None,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", min=1, help="CPU threads per process \\[default: all CPUs / processes].")] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks (slow start, faster steps on GPUs).")] = False,
@@ -297,8 +302,8 @@ def train(
 ) -> None:
     """Train the U-Net colorizer on DATA (L1 with a calibrated chroma gain; --gan-weight 1: pix2pix's
     GAN with its PatchGAN): RUN/metrics.csv, samples/, curves.png,
-    best.safetensors (the epoch of lowest test CIEDE2000, counted up where its colours are
-    paler than the truth's) and last.safetensors. Ctrl-C saves and stops (exit code
+    best.safetensors (the epoch of lowest CIEDE2000 on held-out training photos, counted up
+    where its colours are paler than the truth's) and last.safetensors. Ctrl-C saves and stops (exit code
     130); --resume RUN goes on. Under `torchrun --nproc-per-node=N -m colorize_cli train ...`
     it trains on N processes (GPUs: NCCL, CPUs: gloo)."""
     from colorize_cli.runlog import summary_table
@@ -310,7 +315,7 @@ def train(
     given = dict(also=None if also is None else [str(a) for a in also], mix=mix, epochs=epochs, time=time,
                  crop_min=crop_min, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
                  gan_loss=gan_loss, l1_weight=l1_weight, gan_weight=gan_weight,
-                 chroma_gain=False if no_chroma_gain else None, hints=False if no_hints else None, device=device, seed=seed, patience=patience, threads=threads,
+                 chroma_gain=False if no_chroma_gain else None, val_photos=val_photos, hints=False if no_hints else None, device=device, seed=seed, patience=patience, threads=threads,
                  compile=compile_ or None, sync_bn=sync_bn or None, checkpoint_every=checkpoint_every)
     cfg = configure(None if data is None else str(data), None if out is None else str(out),
                     None if resume is None else str(resume), preset, {k: v for k, v in given.items() if v is not None})

@@ -21,10 +21,16 @@ its page cache), still decoded only once.
   test fraction and seed), so `prep` then `train` and `train` alone see the same split. With
   `crops`, the training photos are made at STORE_SCALE times the size asked for.
 The test split always comes at the size asked for: the whole photo, as inference sees it.
+
+`hold_out` photos of the training split (at most HOLD_OUT_SHARE of it, chosen by the hash of
+their file names, so the same ones in every run and process) become a validation split, at the
+size asked for like the test split: training picks its best epoch and calibrates the chroma
+gain on photos it never learns from, and never looks at the test split to decide anything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -46,6 +52,8 @@ from colorize_cli.pairs import (RESAMPLE, SPLITS, PrepConfig, assign_splits, is_
 PHOTOS_HINT = ("get photos with `colorize crawl KEYWORD` (then `colorize prep` them), "
                "or use any folder of your own color photos")
 STORE_SCALE = 1.25  # with crops, a photo folder's photos are made this much larger than the training size
+HOLD_OUT_SHARE = 0.2  # of the training split, at most, held out for validation (80 photos: 16)
+HOLD_OUT_MIN = 4  # fewer held-out photos than this would pick epochs by chance: then none
 
 
 @dataclass
@@ -76,6 +84,7 @@ class DataSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     on_disk: bool = False  # decoded into a memory-mapped temporary file (larger than half the free memory)
     groups: list[int] = field(default_factory=list)  # training photos of each data set joined (`join`); []: one
+    val: Pairs | None = None  # at `size`: training photos held out (`load_data`'s hold_out); None: none
 
     def join(self, more: list[DataSet]) -> DataSet:
         """This data set with the training photos of `more` after its own (at this one's stored
@@ -89,7 +98,7 @@ class DataSet:
         train = Pairs(torch.cat([p.color for p in parts]).contiguous(memory_format=torch.channels_last),
                       torch.cat([p.gray for p in parts]), [n for p in parts for n in p.names])
         return DataSet(train, self.test, self.size, self.source, self.skipped + [s for m in more for s in m.skipped],
-                       False, [len(p) for p in parts])  # joined in RAM
+                       False, [len(p) for p in parts], self.val)  # joined in RAM
 
 
 def _at_size(color: Image.Image, gray: Image.Image, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -225,13 +234,24 @@ class _PhotoFolder:
         return {k: splits[self._shas[k]] for k in kept}
 
 
+def held_out(names: list[str], wanted: int) -> set[str]:
+    """Which training photos (by their paths in the data set, unique) are held out for
+    validation: `wanted`, at most HOLD_OUT_SHARE of them and none if that is under HOLD_OUT_MIN,
+    those first by the sha256 of their paths (a fixed choice, whatever the order they were
+    listed in, on any machine)."""
+    n = min(wanted, int(HOLD_OUT_SHARE * len(names)))
+    n = n if n >= HOLD_OUT_MIN else 0
+    return set(sorted(names, key=lambda name: hashlib.sha256(name.encode()).digest())[:n])
+
+
 def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
-              memory: int | None = None, crops: bool = False, need_test: bool = True) -> DataSet:
+              memory: int | None = None, crops: bool = False, need_test: bool = True, hold_out: int = 0) -> DataSet:
     """Decode DATA (a prep output or a photo folder, see the module docstring) into memory.
     `memory`: bytes the decoded set may take in RAM [default: half of what is free now].
     `crops`: keep the training photos larger than `size` where they are (see the docstring).
     `need_test`: refuse a data set without test photos (not for one that only adds training
-    photos, `train --also`; its test photos are left out all the same)."""
+    photos, `train --also`; its test photos are left out all the same).
+    `hold_out`: training photos to hold out as the validation split (`held_out`)."""
     root = Path(root)
     try:
         if not stat.S_ISDIR(os.stat(root).st_mode):
@@ -255,13 +275,18 @@ def load_data(root: str | os.PathLike, size: int, workers: int | None = None,
                 kept.append(slot)
     split_of = found.splits(kept)
     by_split = {s: [k for k in kept if split_of[k] == s] for s in SPLITS}
-    slots.arrange(by_split["train"] + by_split["test"])
-    n_train, n_test = len(by_split["train"]), len(by_split["test"])
-    train = slots.pairs(0, n_train, [found.paths[k].name for k in by_split["train"]], store)
-    test = slots.pairs(n_train, n_train + n_test, [found.paths[k].name for k in by_split["test"]], size)
+    keys = {k: found.paths[k].relative_to(root).as_posix() for k in by_split["train"]}
+    val_keys = held_out(list(keys.values()), hold_out)
+    val_slots = [k for k in by_split["train"] if keys[k] in val_keys]
+    train_slots = [k for k in by_split["train"] if keys[k] not in val_keys]
+    slots.arrange(train_slots + val_slots + by_split["test"])
+    n_train, n_val, n_test = len(train_slots), len(val_slots), len(by_split["test"])
+    train = slots.pairs(0, n_train, [found.paths[k].name for k in train_slots], store)
+    val = slots.pairs(n_train, n_train + n_val, [found.paths[k].name for k in val_slots], size) if n_val else None
+    test = slots.pairs(n_train + n_val, n_train + n_val + n_test, [found.paths[k].name for k in by_split["test"]], size)
     if not len(train):
         raise UserError(f"{root}: no usable training images ({found.source}); {PHOTOS_HINT}")
     if not len(test) and need_test:
         raise UserError(f"{root}: no test images, so nothing to measure progress on; "
                         f"make a split with `colorize prep --test-fraction {PrepConfig.test_fraction:g}`")
-    return DataSet(train, test, size, found.source, skipped, slots.on_disk)
+    return DataSet(train, test, size, found.source, skipped, slots.on_disk, val=val)

@@ -10,6 +10,7 @@ a second.
 from __future__ import annotations
 
 import csv
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,7 @@ class Reporter:
                 f"| test PSNR {row['test_psnr']:.2f} SSIM {row['test_ssim']:.3f} CIEDE2000 {row['test_ciede2000']:.2f} "
                 f"colour {row['test_colorfulness']:.2f}  "
                 f"(gray {row['gray_psnr']:.2f} {row['gray_ssim']:.3f} {row['gray_ciede2000']:.2f})  "
+                + (f"| validation CIEDE2000 {row['val_ciede2000']:.2f}  " if math.isfinite(row["val_ciede2000"]) else "") +
                 f"| {row['images_per_s']:.1f} img/s {row['seconds']:.1f} s" + ("  [green]best[/green]" if best else ""),
                 soft_wrap=True)
 
@@ -106,9 +108,12 @@ class Reporter:
 
 SCORES = ("l1", "psnr", "ssim", "ciede2000", "colorfulness")  # scoring._scores's keys
 # Columns runs from before the selection score and the time budget did not write: NaN when read back.
+# The validation photos' columns: NaN also in a run without them (--val-photos 0).
+VAL_FIELDS = ("val_ciede2000", "val_colorfulness", "val_score")
 ADDED_FIELDS = ("test_ciede2000", "test_colorfulness", "test_score", "chroma_gain", "gray_ciede2000",
-                "gray_colorfulness", "train_seconds")
-CSV_FIELDS = ("epoch", "lr", "d_loss", "g_adv", "g_l1", *(f"test_{k}" for k in SCORES), "test_score", "chroma_gain",
+                "gray_colorfulness", "train_seconds", *VAL_FIELDS)
+CSV_FIELDS = ("epoch", "lr", "d_loss", "g_adv", "g_l1", *(f"test_{k}" for k in SCORES), "test_score", *VAL_FIELDS,
+              "chroma_gain",
               *(f"gray_{k}" for k in SCORES), "seconds", "train_seconds", "images_per_s")
 
 
@@ -201,7 +206,7 @@ CURVES = [  # panel title, then (legend, metrics.csv column, colour) per line
     ("test PSNR, dB", [("model", "test_psnr", "#1f77b4"), ("gray", "gray_psnr", "#999999")]),
     ("test SSIM", [("model", "test_ssim", "#1f77b4"), ("gray", "gray_ssim", "#999999")]),
     ("colourfulness / truth's", [("model", "test_colorfulness", "#1f77b4")]),
-    ("selection score (lower is better)", [("model", "test_score", "#9467bd")]),
+    ("selection score (lower is better)", [("validation", "val_score", "#9467bd"), ("test", "test_score", "#1f77b4")]),
     ("test L1", [("model", "test_l1", "#1f77b4"), ("gray", "gray_l1", "#999999")]),
 ]
 

@@ -15,8 +15,11 @@ Each photo of a batch is a random crop of a training photo (its side a random sh
 [crop_min, 1] of the photo's, so objects are seen at many scales), scaled to the training size
 and flipped at random. The learning rate is constant for the first half of the epochs (with
 --time: of the time), then falls linearly towards 0. After each epoch (with --time: every
-EVAL_SHARE of it) G's chroma gain is calibrated on training photos (scoring.calibrate_gain) and
-G is scored on the test split; the best epoch is the one of lowest scoring.selection_score.
+EVAL_SHARE of it) G's chroma gain is calibrated (scoring.calibrate_gain) and G is scored: on
+the validation photos held out of DATA's training split (--val-photos), whose
+scoring.selection_score picks the best epoch, and on the test split, which only reports. A
+score that picks among epochs is flattered on the photos it picked on, and a gain calibrated on
+photos the network has learnt comes out too weak on new ones; held-out photos answer both.
 
 A run folder (RUN, `--out`) holds config.json (every setting), metrics.csv (one row per
 scoring), samples/epoch_NNN.png (gray | generated | real for the same test photos), curves.png
@@ -50,7 +53,7 @@ from rich.markup import escape
 from colorize_cli.checkpoint import Checkpointer, RunState, State, load_checkpoint, load_state, load_training
 from colorize_cli.choices import GanLoss, Optimizer
 from colorize_cli.color import encode_input, encode_target
-from colorize_cli.data import DataSet, Pairs, load_data, whole_photos
+from colorize_cli.data import HOLD_OUT_MIN, DataSet, Pairs, load_data, whole_photos
 from colorize_cli.device import Device, autocast_bf16, ensure_gpu_memory, native_bf16, pick_device
 from colorize_cli.errors import UserError
 from colorize_cli.files import atomic_path, ensure_memory, exclusive_lock, make_folder, read_reason
@@ -67,7 +70,7 @@ from colorize_cli.terminal import format_duration, plural, skipped
 # `--preset seed` win over these. The rest stays as for any run (TrainConfig's Adam settings,
 # the learning-rate decay); the report's text also names SGD, at SGD_LR: add `--optimizer sgd`.
 SEED_RECIPE = {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "gan_weight": 1.0, "l1_weight": 100.0,
-               "epochs": 200, "width": 64, "chroma_gain": False, "hints": False}
+               "epochs": 200, "width": 64, "chroma_gain": False, "hints": False, "val_photos": 0}
 SGD_LR = 0.01  # --optimizer sgd's learning rate unless --lr is given: the original report's
 # Settings a resumed run may change; any other option given with --resume must equal the run's.
 RESUME_MAY_CHANGE = ("data", "also", "mix", "epochs", "time", "patience", "device", "threads", "compile", "checkpoint_every")
@@ -79,7 +82,7 @@ RESUME_MAY_CHANGE = ("data", "also", "mix", "epochs", "time", "patience", "devic
 # original recipe wherever it runs.
 CPU_DEFAULTS = {"time": 600.0, "width": 32, "size": 192}
 # What a run started before these settings existed trained with: a resumed old run keeps its recipe.
-BEFORE_RECIPE = {"gan_weight": 1.0, "chroma_gain": False, "crop_min": 1.0}
+BEFORE_RECIPE = {"gan_weight": 1.0, "chroma_gain": False, "crop_min": 1.0, "val_photos": 0}
 MODEL_OPTIONS = ("size", "width", "space", "hints")
 LOCK = ".train.lock"  # in the run folder, held while a `colorize train` works there
 RUN_OUTPUTS = ("best.safetensors", "curves.png", "metrics.csv", "samples")  # what starting a run over replaces
@@ -106,7 +109,11 @@ class TrainConfig:
     gan_loss: GanLoss = "lsgan"
     gan_weight: float = 0.0  # of the adversarial loss; 0: L1 alone, no discriminator steps (see the README)
     l1_weight: float = 100.0
-    chroma_gain: bool = True  # calibrate the generator's chroma gain on training photos at each scoring
+    chroma_gain: bool = True  # calibrate the generator's chroma gain at each scoring
+    # DATA's training photos held out (at most data.HOLD_OUT_SHARE of them, none where that is
+    # under HOLD_OUT_MIN): they pick the best epoch and calibrate the gain. 0: the test split
+    # picks, training photos calibrate.
+    val_photos: int = 64
     seed: int = 0
     patience: int = 0  # stop after this many epochs without a better selection score; 0: never
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
@@ -139,9 +146,12 @@ def help_defaults() -> dict[str, object]:
 
 def check_config(cfg: TrainConfig) -> None:
     for name, value, low in (("epochs", cfg.epochs, 1), ("batch-size", cfg.batch_size, 1),
-                             ("patience", cfg.patience, 0), ("threads", cfg.threads, 0)):
+                             ("patience", cfg.patience, 0), ("threads", cfg.threads, 0), ("val-photos", cfg.val_photos, 0)):
         if value < low:
             raise UserError(f"--{name} must be at least {low}, got {value}")
+    if 0 < cfg.val_photos < HOLD_OUT_MIN:
+        raise UserError(f"--val-photos must be 0 or at least {HOLD_OUT_MIN} (fewer would pick epochs by chance), "
+                        f"got {cfg.val_photos}")
     if not cfg.time >= 0 or math.isinf(cfg.time):
         raise UserError(f"--time must be a duration of 0 or more, got {cfg.time} s")
     if cfg.mix and not cfg.also:
@@ -365,7 +375,7 @@ def begin_run(cfg: TrainConfig, resume: bool, d: Dist, data: DataSet, nets: Nets
     on_device = data.train.color.device.type == nets.device.type
     console.print(
         f"{escape(cfg.data)} ({data.source}){_also(cfg, data)}: {len(data.train)} train, "
-        f"{plural(len(data.test), 'test photo')} at "
+        f"{f'{len(data.val)} validation, ' if data.val else ''}{plural(len(data.test), 'test photo')} at "
         f"{mcfg.size} px{'' if on_device else ' (kept in CPU memory)'}"
         f"{' (decoded into a temporary file: more than half the free memory)' if data.on_disk else ''} · "
         f"{mcfg.space} U-Net width {mcfg.width}, "
@@ -443,13 +453,14 @@ def read_data(cfg: TrainConfig, d: Dist, device: torch.device) -> DataSet:
     keeps them in CPU memory: torch before 2.7 has no antialiased resize there, `get_batch`)."""
     with console.status(f"reading {', '.join([cfg.data, *cfg.also])}") if d.main else nullcontext():
         crops = cfg.crop_min < 1  # a run from before random crops trains on the pixels it did
-        data = load_data(cfg.data, cfg.model.size, crops=crops).join(
+        data = load_data(cfg.data, cfg.model.size, crops=crops, hold_out=cfg.val_photos).join(
             [load_data(more, cfg.model.size, crops=crops, need_test=False) for more in cfg.also])
     if d.main:
         for path, reason in data.skipped:
             skipped(console, f"{path}: {reason}")
     if device.type == "cuda" and data.train.nbytes + data.test.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]:
-        data = replace(data, train=data.train.to(device), test=data.test.to(device))
+        data = replace(data, train=data.train.to(device), test=data.test.to(device),
+                       val=data.val and data.val.to(device))
     return data
 
 
@@ -827,12 +838,14 @@ EVAL_SHARE = 0.05  # with --time, the generator is scored after the first epoch 
 class Scoring:
     """When the generator is scored, and on what: after every epoch, or with --time after the
     first epoch that ends EVAL_SHARE of the time after the last scoring (and after the last
-    epoch), so that small data sets do not spend their time on evaluations. The test split,
-    and CALIBRATION_PHOTOS whole training photos for the chroma gain."""
+    epoch), so that small data sets do not spend their time on evaluations. The validation
+    photos pick the best epoch and calibrate the chroma gain; without them (--val-photos 0, or
+    too few training photos) the test split picks and CALIBRATION_PHOTOS whole training photos
+    calibrate."""
 
     def __init__(self, cfg: TrainConfig, data: DataSet, run: RunState, d: Dist) -> None:
-        self.cfg, self.test, self.last = cfg, data.test, run.seconds
-        self.calibration = (whole_photos(data.train, cfg.model.size, CALIBRATION_PHOTOS)
+        self.cfg, self.test, self.val, self.last = cfg, data.test, data.val, run.seconds
+        self.calibration = ((data.val or whole_photos(data.train, cfg.model.size, CALIBRATION_PHOTOS))
                             if cfg.chroma_gain and d.main else None)
         self.pending: dict | None = None  # the row of the last epoch, when it was not scored
 
@@ -869,20 +882,23 @@ class Scoring:
 
 def end_epoch(nets: Nets, scoring: Scoring, run: RunState, log: RunLog, reporter: Reporter, row: dict,
               patience: int) -> tuple[bool, bool]:
-    """Rank 0, after an epoch: the chroma gain calibrated on training photos, the generator
-    scored on the test split with it (a new best noted in `run`), the sample sheet, the epoch's
-    row shown and recorded. Whether the epoch is the best, and whether --patience says to stop.
-    Training goes on at gain 1."""
+    """Rank 0, after an epoch: the chroma gain calibrated, the generator scored with it on the
+    validation photos (their selection score picks the best, noted in `run`) and on the test
+    split, the sample sheet, the epoch's row shown and recorded. Whether the epoch is the best,
+    and whether --patience says to stop. Training goes on at gain 1."""
     test = scoring.test
     if scoring.calibration is not None:
         run.chroma_gain = calibrate_gain(nets.g, scoring.calibration, nets.space, nets.device)
     scores = evaluate(nets.g, test, nets.space, nets.device)
-    score = selection_score(scores)
+    val = evaluate(nets.g, scoring.val, nets.space, nets.device) if scoring.val else {}
+    row = {**row, **{f"test_{k}": v for k, v in scores.items()}, "test_score": selection_score(scores),
+           **{f"val_{k}": val.get(k, math.nan) for k in ("ciede2000", "colorfulness")},
+           "val_score": selection_score(val) if val else math.nan, "chroma_gain": run.chroma_gain,
+           **{f"gray_{k}": v for k, v in log.gray.items()}}
+    score = row["val_score"] if val else row["test_score"]
     best = score < run.best_score or run.best_epoch == 0  # the first scoring is the best so far, even at inf
     if best:
         run.best_score, run.best_epoch = score, run.epoch
-    row = {**row, **{f"test_{k}": v for k, v in scores.items()}, "test_score": score, "chroma_gain": run.chroma_gain,
-           **{f"gray_{k}": v for k, v in log.gray.items()}}
     log.save_sample(run.epoch, sample_sheet(nets.g, test, nets.space, nets.device))
     nets.g.chroma_gain = 1.0
     reporter.epoch_end(row, best)

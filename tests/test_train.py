@@ -22,12 +22,12 @@ from colorize_cli import files, metrics
 from colorize_cli.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from colorize_cli.cli import main
 from colorize_cli.color import decode_output, encode_input, to_uint8_exact
-from colorize_cli.data import Pairs, load_data
+from colorize_cli.data import Pairs, held_out, load_data
 from colorize_cli.device import autocast_bf16
 from colorize_cli.errors import UserError
 from colorize_cli.files import exclusive_lock
-from colorize_cli.model import ModelConfig, UNet
-from colorize_cli.pairs import make_pair, native_size
+from colorize_cli.model import MAX_GAIN, ModelConfig, UNet
+from colorize_cli.pairs import RESAMPLE, make_pair, native_size, read_pair
 from colorize_cli.processes import Dist
 from colorize_cli.runlog import ADDED_FIELDS, CSV_FIELDS, Reporter
 from colorize_cli.scoring import calibrate_gain, colorfulness_ratio, selection_score
@@ -205,7 +205,8 @@ def test_run_folder(straight: Path, data: Path) -> None:
     assert [r["epoch"] for r in table] == ["1", "2"]
     assert [float(r["lr"]) for r in table] == [2e-4, 1e-4]  # constant for half the epochs, then down
     assert list(table[0]) == ["epoch", "lr", "d_loss", "g_adv", "g_l1", "test_l1", "test_psnr", "test_ssim",
-                              "test_ciede2000", "test_colorfulness", "test_score", "chroma_gain", "gray_l1", "gray_psnr", "gray_ssim",
+                              "test_ciede2000", "test_colorfulness", "test_score", "val_ciede2000", "val_colorfulness",
+                              "val_score", "chroma_gain", "gray_l1", "gray_psnr", "gray_ssim",
                               "gray_ciede2000", "gray_colorfulness", "seconds", "train_seconds", "images_per_s"]
     for name in ("epoch_001.png", "epoch_002.png"):
         assert Image.open(straight / "samples" / name).size == (3 * 32, 2 * 32)  # gray | generated | real, 2 test photos
@@ -418,7 +419,7 @@ def test_seed_preset_and_explicit_options(data: Path, tmp_path: Path) -> None:
     cfg = configure(str(data), str(tmp_path / "a"), None, "seed", {})
     assert (cfg.model.space, cfg.batch_size, cfg.gan_loss, cfg.l1_weight, cfg.epochs) == ("rgb", 1, "lsgan", 100.0, 200)
     assert SEED_RECIPE == {"space": "rgb", "batch_size": 1, "gan_loss": "lsgan", "gan_weight": 1.0, "l1_weight": 100.0,
-                           "epochs": 200, "width": 64, "chroma_gain": False, "hints": False}
+                           "epochs": 200, "width": 64, "chroma_gain": False, "hints": False, "val_photos": 0}
     assert (cfg.optimizer, cfg.lr, cfg.beta1, cfg.model.width, cfg.model.size, cfg.preset) == ("adam", 2e-4, 0.5, 64, 32, "seed")
     assert not cfg.model.hints  # the original generator reads the gray photo alone
     assert cfg.time == 0  # the preset's epochs, on any device
@@ -889,6 +890,53 @@ def test_also_trains_on_more_photos_but_scores_on_datas_test_split(data: Path, t
         capsys.readouterr().err
 
 
+def test_validation_photos_are_a_fixed_fifth_at_most_of_the_training_split(tmp_path: Path) -> None:
+    """25 training pairs: 5 held out (a fifth, under the 64 asked for), always the same 5 (the
+    first by the sha256 of their paths, whatever the order they are listed in), whole, at the
+    training size, and no longer trained on. Fewer than 4 would be chance: 19 pairs hold none."""
+    root = make_prep(tmp_path / "d", 25, 2, size=48)
+    data = load_data(root, 32, hold_out=64)
+    assert data.val.names == ["img02.png", "img05.png", "img09.png", "img11.png", "img19.png"]
+    assert len(data.train) == 20 and not set(data.train.names) & set(data.val.names)
+    assert data.test.names == ["img25.png", "img26.png"]
+    paths = [f"train/img{i:02d}.png" for i in range(25)]
+    assert held_out(paths[::-1], 64) == held_out(paths, 64) and len(held_out(paths, 4)) == 4
+    for i, name in enumerate(data.val.names):
+        color, gray = (h.resize((32, 32), RESAMPLE) for h in read_pair(root / "train" / name))
+        assert np.array_equal(data.val.color[i].permute(1, 2, 0).numpy(), np.asarray(color))
+        assert np.array_equal(data.val.gray[i, 0].numpy(), np.asarray(gray))
+    assert load_data(root, 32).val is None
+    assert load_data(make_prep(tmp_path / "small", 19, 2), 32, hold_out=64).val is None
+
+
+def test_validation_photos_pick_the_best_epoch_and_calibrate_the_gain(tmp_path: Path, capsys) -> None:
+    """With held-out photos the selection score that picks the best epoch is theirs, and the
+    gain brings their colourfulness to 0.8 of the truth's (within calibration's 5%, unless the
+    gain is at a bound); the test split only reports. --val-photos 0: the test split picks."""
+    root = make_prep(tmp_path / "d", 25, 2)
+    run = tmp_path / "run"
+    assert cli("train", root, *TINY, "--epochs", "3", "--out", run) == 0
+    assert "20 train, 5 validation, 2 test photos at 32 px" in capsys.readouterr().err
+    table = rows(run)
+    best = load_checkpoint(run / "best.safetensors")[2]["epoch"]
+    assert str(best) == min(table, key=lambda r: float(r["val_score"]))["epoch"]
+    for r in table:
+        gain, ratio = float(r["chroma_gain"]), float(r["val_colorfulness"])
+        assert gain == MAX_GAIN or (gain == 1 and ratio >= 0.8) or ratio == pytest.approx(0.8, abs=0.04)
+        assert float(r["val_score"]) == pytest.approx(selection_score(
+            {"ciede2000": float(r["val_ciede2000"]), "colorfulness": ratio}), rel=1e-5)
+    plain = tmp_path / "plain"
+    assert cli("train", root, *TINY, "--epochs", "3", "--val-photos", "0", "--out", plain) == 0
+    assert "25 train, 2 test photos" in capsys.readouterr().err
+    table = rows(plain)
+    assert {r["val_score"] for r in table} == {"nan"}
+    assert str(load_checkpoint(plain / "best.safetensors")[2]["epoch"]) == \
+        min(table, key=lambda r: float(r["test_score"]))["epoch"]
+    assert cli("train", root, *TINY, "--val-photos", "2", "--out", tmp_path / "r") == 1
+    assert "error: --val-photos must be 0 or at least 4 (fewer would pick epochs by chance), got 2" in \
+        capsys.readouterr().err
+
+
 def test_a_run_from_before_the_new_recipe_resumes_with_its_own(straight: Path, tmp_path: Path, capsys) -> None:
     """A run folder as runs wrote them before the time budget and the selection score: no
     gan_weight, chroma_gain, crop_min in config.json (every run trained the GAN on whole photos
@@ -897,7 +945,7 @@ def test_a_run_from_before_the_new_recipe_resumes_with_its_own(straight: Path, t
     old = tmp_path / "old"
     shutil.copytree(straight, old, ignore=shutil.ignore_patterns(".train.lock"))
     cfg = json.loads((old / "config.json").read_text())
-    for key in ("gan_weight", "chroma_gain", "crop_min", "also", "mix", "time"):
+    for key in ("gan_weight", "chroma_gain", "crop_min", "also", "mix", "time", "val_photos"):
         cfg.pop(key)
     (old / "config.json").write_text(json.dumps(cfg))
     old_fields = [f for f in CSV_FIELDS if f not in ADDED_FIELDS]
@@ -909,7 +957,8 @@ def test_a_run_from_before_the_new_recipe_resumes_with_its_own(straight: Path, t
         extra = {k: v for k, v in extra.items() if k not in ("seconds", "best_score", "chroma_gain")}
         save_checkpoint(old / name, tensors, mcfg, extra | {"best_l1": 0.2, "scheduler_g": {}, "scheduler_d": {}})
     back = read_config(old)
-    assert (back.gan_weight, back.chroma_gain, back.crop_min, back.also, back.mix, back.time) == (1.0, False, 1.0, [], [], 0)
+    assert (back.gan_weight, back.chroma_gain, back.crop_min, back.also, back.mix, back.time, back.val_photos) == \
+        (1.0, False, 1.0, [], [], 0, 0)
     assert cli("train", "--resume", old, "--epochs", "3") == 0
     after = rows(old)
     assert [r["epoch"] for r in after] == ["1", "2", "3"]
