@@ -271,7 +271,7 @@ def train(
         "--gan-weight", min=0.0, help="Weight of the adversarial loss (pix2pix: 1); 0: L1 alone, no discriminator "
                                       "\\[default: {gan_weight:g}].")] = None,
     no_chroma_gain: Annotated[bool, typer.Option(
-        "--no-chroma-gain", help="Keep the network's raw colours (default: scaled so its output on training photos "
+        "--no-chroma-gain", help="Keep the network's raw colours (default: scaled so its output on the validation photos "
                                  "reaches 0.8 of their colourfulness; the gain is kept with the checkpoint).")] = False,
     val_photos: Annotated[Optional[int], typer.Option(
         "--val-photos", min=0, metavar="N",

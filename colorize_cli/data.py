@@ -23,7 +23,7 @@ its page cache), still decoded only once.
 The test split always comes at the size asked for: the whole photo, as inference sees it.
 
 `hold_out` photos of the training split (at most HOLD_OUT_SHARE of it, chosen by the hash of
-their file names, so the same ones in every run and process) become a validation split, at the
+their paths in the data set, so the same ones in every run and process) become a validation split, at the
 size asked for like the test split: training picks its best epoch and calibrates the chroma
 gain on photos it never learns from, and never looks at the test split to decide anything.
 """
