@@ -26,9 +26,11 @@ colorize prep "$shared/beach-photos" "$work/beach-256" --size 256
 colorize train "$work/beach" --also "$work/web-beach" --also "$work/mountain" --mix 5,3,2 \
     --size 192 --width 32 --time "$budget" --device cpu --out "$work/run"
 
-# Keep only the generator of the best epoch and its chroma gain (the file also holds D and
-# the optimizers' state), in float16: half the bytes; loading casts it back to float32.
-python - "$work/run/best.safetensors" colorize_cli/weights/beach.safetensors <<'PY'
+# Keep only the generator of the last epoch and its chroma gain (the file also holds D and
+# the optimizers' state), in float16: half the bytes; loading casts it back to float32. The last
+# epoch, not best.safetensors: the learning rate has fallen to 0 with the clock, and the 64
+# validation photos cannot rank the late epochs (README, "The bundled beach model").
+python - "$work/run/last.safetensors" colorize_cli/weights/beach.safetensors <<'PY'
 import sys
 from colorize_cli.checkpoint import load_checkpoint, save_checkpoint
 tensors, cfg, extra = load_checkpoint(sys.argv[1])
