@@ -141,8 +141,9 @@ class RunState:
     loss_sums: torch.Tensor  # d_loss, g_adv, g_l1 summed over this epoch's steps so far
     epoch: int = 0  # complete epochs
     step: int = 0  # steps done of the next epoch (a run stopped within it)
-    best_score: float = math.inf  # the best epoch's scoring.selection_score (inf: none yet); rank 0's
-    best_epoch: int = 0
+    best_score: float = math.inf  # the lowest scoring.selection_score so far (inf: none yet); rank 0's
+    best_shares: torch.Tensor | None = None  # its per-photo shares (scoring.Pick); rank 0's
+    best_epoch: int = 0  # the best epoch (scoring.Pick), not always the lowest-scoring one
     seconds: float = 0.0  # spent training (steps, evaluations, checkpoints), over all sessions
     chroma_gain: float = 1.0  # the generator's calibrated gain after the last evaluation (UNet)
 
@@ -199,7 +200,8 @@ def training_state(nets: Networks, run: RunState, train_config: dict, d: Dist, d
     td, meta_d = _optimizer_state("optimizer_d", nets.opt_d)
     tensors = {**{f"generator.{k}": v for k, v in nets.g.state_dict().items()},
                **{f"discriminator.{k}": v for k, v in nets.d.state_dict().items()},
-               **tg, **td, **rng, "loss_sums": run.loss_sums}
+               **tg, **td, **rng, "loss_sums": run.loss_sums,
+               **({} if run.best_shares is None else {"best_shares": run.best_shares})}
     if keep:
         tensors = {k: v.detach().clone() for k, v in tensors.items()}
     extra = {"epoch": run.epoch, "step": run.step, "optimizer_g": meta_g, "optimizer_d": meta_d,
@@ -224,8 +226,8 @@ def load_training(nets: Networks, state: State, d: Dist, device: torch.device, s
     # beat: the next epoch is compared with nothing.
     best = extra.get("best_score")
     run = RunState(tensors["loss_sums"].to(device) if step and d.main else torch.zeros(3, device=device),
-                   extra["epoch"], step, best if best is not None else math.inf, extra["best_epoch"],
-                   extra.get("seconds", 0.0), extra.get("chroma_gain", 1.0))
+                   extra["epoch"], step, best if best is not None else math.inf, tensors.get("best_shares"),
+                   extra["best_epoch"], extra.get("seconds", 0.0), extra.get("chroma_gain", 1.0))
     if same_world:
         _restore_rng(tensors, d, device)
     return run

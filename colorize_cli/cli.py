@@ -286,7 +286,7 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(
         "--resume", metavar="RUN", help="Go on with a stopped run, exactly where it stopped.")] = None,
     patience: Annotated[Optional[int], typer.Option(
-        "--patience", min=0, help="Stop after N epochs without a better selection score \\[default: {patience}: never].")] = None,
+        "--patience", min=0, help="Stop after N epochs without a new best epoch \\[default: {patience}: never].")] = None,
     preset: Annotated[Optional[Literal["seed"]], typer.Option(
         "--preset", help="seed: the original recipe ({preset[space]}, width {preset[width]}, batch size {preset[batch_size]}, GAN weight {preset[gan_weight]:g}, "
                          "{preset[gan_loss]} + {preset[l1_weight]:g} x L1, {preset[epochs]} epochs, no chroma gain, no hints, no validation photos); "
@@ -302,8 +302,9 @@ def train(
 ) -> None:
     """Train the U-Net colorizer on DATA (L1 with a calibrated chroma gain; --gan-weight 1: pix2pix's
     GAN with its PatchGAN): RUN/metrics.csv, samples/, curves.png,
-    best.safetensors (the epoch of lowest CIEDE2000 on held-out training photos, counted up
-    where its colours are paler than the truth's) and last.safetensors. Ctrl-C saves and stops (exit code
+    best.safetensors (the latest epoch whose CIEDE2000 on held-out training photos, counted up
+    where its colours are paler than the truth's, is not clearly worse than the lowest) and
+    last.safetensors. Ctrl-C saves and stops (exit code
     130); --resume RUN goes on. Under `torchrun --nproc-per-node=N -m colorize_cli train ...`
     it trains on N processes (GPUs: NCCL, CPUs: gloo)."""
     from colorize_cli.runlog import summary_table

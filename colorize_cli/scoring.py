@@ -3,15 +3,18 @@ get (luma locked to the gray, rounded as `colorize infer` rounds), so the scores
 `colorize evaluate` would report. The gray photo itself is scored the same way: the bar a
 colorizer has to clear.
 
-The best epoch is the one with the lowest `selection_score`: mean CIEDE2000, raised in
-proportion where the test photos come out less colourful than COLORFUL_ENOUGH times the truth.
-L1, PSNR or CIEDE2000 alone reward a model that paints every uncertain pixel gray or brown
-(the gray photo itself beats most colour guesses on them); the colourfulness term does not.
+Epochs are ranked by `selection_score`: mean CIEDE2000, raised in proportion where the photos
+come out less colourful than COLORFUL_ENOUGH times the truth. L1, PSNR or CIEDE2000 alone
+reward a model that paints every uncertain pixel gray or brown (the gray photo itself beats
+most colour guesses on them); the colourfulness term does not. The best epoch is the latest
+one not clearly worse than the lowest-scoring one (`Pick`): the lowest of many scorings on a
+few dozen photos is partly luck, and the latest epoch has had the most training.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,7 +45,12 @@ def colorize_test(g: UNet, gray: torch.Tensor, space: str) -> list[np.ndarray]:
 
 def _scores(preds: torch.Tensor, truths: torch.Tensor) -> dict[str, float]:
     """Mean L1, PSNR, SSIM and CIEDE2000 of uint8 (N, 3, H, W) images against the real ones, and
-    the colourfulness ratio (mean over the truth's mean). L1, PSNR, SSIM on a GPU in one batch
+    the colourfulness ratio (mean over the truth's mean)."""
+    return _photo_scores(preds, truths)[0]
+
+
+def _photo_scores(preds: torch.Tensor, truths: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+    """`_scores`, and each photo's mean CIEDE2000 (float64, on the CPU). L1, PSNR, SSIM on a GPU in one batch
     there (metrics.batch_scores), on a CPU image by image with scikit-image, whose running-sum
     filters beat torch's pooling there (0.3 s against 1 s for 25 photos at 256 px)."""
     truths = truths.to(preds.device)
@@ -53,11 +61,11 @@ def _scores(preds: torch.Tensor, truths: torch.Tensor) -> dict[str, float]:
         l1, psnr, ssim = (float(np.mean(c)) for c in zip(*((metrics.mae(p, t), metrics.psnr(p, t), metrics.ssim(p, t))
                                                              for p, t in pairs)))
         scores = {"l1": l1, "psnr": psnr, "ssim": ssim}
-    ciede = [metrics.batch_ciede2000(preds[i:i + EVAL_BATCH] / 255.0, truths[i:i + EVAL_BATCH] / 255.0)
-             for i in range(0, len(preds), EVAL_BATCH)]  # the CIEDE2000 temporaries stay a few MB per image
-    scores["ciede2000"] = float(torch.cat(ciede).mean())
+    ciede = torch.cat([metrics.batch_ciede2000(preds[i:i + EVAL_BATCH] / 255.0, truths[i:i + EVAL_BATCH] / 255.0)
+                       for i in range(0, len(preds), EVAL_BATCH)])  # the CIEDE2000 temporaries stay a few MB per image
+    scores["ciede2000"] = float(ciede.mean())
     scores["colorfulness"] = _colour_ratio(preds, truths)
-    return scores
+    return scores, ciede.double().cpu()
 
 
 def _colour_ratio(made: torch.Tensor, real: torch.Tensor) -> float:
@@ -89,6 +97,36 @@ def selection_score(scores: dict[str, float]) -> float:
     return scores["ciede2000"] / min(1.0, ratio / COLORFUL_ENOUGH)
 
 
+CLEARLY = 2.0  # standard errors by which an epoch must be worse than the lowest-scoring one to lose
+
+
+@dataclass
+class Pick:
+    """Which epoch is the best, as the scorings come in: the latest whose selection score is
+    not clearly worse than the lowest so far, i.e. its per-photo shares of the score (`scored`)
+    exceed those of the lowest-scoring epoch by no more than CLEARLY standard errors of their
+    differences, photo by photo. Compared with the lowest, not with the last pick, so a slow
+    decline is caught. Without shares (a checkpoint from before them, other photos, a single
+    photo) the lower score wins."""
+
+    lowest: float = math.inf  # the lowest selection score so far
+    shares: torch.Tensor | None = None  # its per-photo shares
+
+    def scored(self, score: float, shares: torch.Tensor, first: bool) -> bool:
+        """Note a scoring; whether its epoch is now the best (the first scoring always is)."""
+        before, lowest = self.shares, self.lowest
+        if score < lowest or first:
+            self.lowest, self.shares = score, shares
+        if first or not math.isfinite(lowest):
+            return first or score < lowest
+        if not math.isfinite(score):
+            return False
+        if before is None or before.shape != shares.shape or len(shares) < 2:
+            return score < lowest
+        diff = shares - before
+        return float(diff.mean()) <= CLEARLY * float(diff.std()) / math.sqrt(len(diff))
+
+
 def colorfulness_ratio(g: UNet, photos: Pairs, space: str, device: torch.device) -> float:
     """Mean colourfulness of G's 8-bit output over the truth's, on `photos`."""
     return _colour_ratio(_colorize_all(g, photos, space, device), photos.color.to(device))
@@ -114,7 +152,15 @@ def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device) -> 
 
 def evaluate(g: UNet, test: Pairs, space: str, device: torch.device) -> dict[str, float]:
     """`_scores` of the test split, on the 8-bit images a user would get."""
-    return _scores(_colorize_all(g, test, space, device), test.color)
+    return evaluate_photos(g, test, space, device)[0]
+
+
+def evaluate_photos(g: UNet, photos: Pairs, space: str, device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
+    """`evaluate`, and each photo's share of the selection score (their mean is it): its
+    CIEDE2000 counted up as selection_score counts up the mean."""
+    scores, ciede = _photo_scores(_colorize_all(g, photos, space, device), photos.color)
+    mean = scores["ciede2000"]
+    return scores, ciede * (selection_score(scores) / mean if mean > 0 else 1.0)
 
 
 def gray_baseline(test: Pairs) -> dict[str, float]:

@@ -62,7 +62,7 @@ from colorize_cli.model import ModelConfig, PatchGAN, UNet, build
 from colorize_cli.pairs import PrepConfig, native_size
 from colorize_cli.processes import Dist, StopFlag, catch_stop, cpu_threads, start_processes
 from colorize_cli.runlog import Reporter, RunLog, RunSummary, console, read_metrics, sample_sheet
-from colorize_cli.scoring import calibrate_gain, evaluate, gray_baseline, selection_score
+from colorize_cli.scoring import Pick, calibrate_gain, evaluate_photos, gray_baseline, selection_score
 from colorize_cli.terminal import format_duration, plural, skipped
 
 # The original project's recipe (its report): RGB in and out as its Keras model had, one photo
@@ -115,7 +115,7 @@ class TrainConfig:
     # picks, training photos calibrate.
     val_photos: int = 64
     seed: int = 0
-    patience: int = 0  # stop after this many epochs without a better selection score; 0: never
+    patience: int = 0  # stop after this many epochs without a new best epoch (scoring.Pick); 0: never
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     preset: str | None = None
     device: Device = "auto"
@@ -717,7 +717,7 @@ def _train(cfg: TrainConfig, resume: bool, d: Dist, device: torch.device, report
                 ckpt.end_epoch(run, best, leaving=early or stopping or finished(cfg, run))
                 if early:
                     if d.main:
-                        console.print(f"early stop: no better selection score for {plural(cfg.patience, 'epoch')} "
+                        console.print(f"early stop: no new best epoch for {plural(cfg.patience, 'epoch')} "
                                       f"(best: epoch {run.best_epoch})")
                     break
                 if stopping:
@@ -744,7 +744,7 @@ def resume_state(checkpoint: State, nets: Nets, cfg: TrainConfig, d: Dist) -> Ru
                       f"this is {d.world}: the random streams start afresh and epoch {run.epoch + 1} "
                       "from its beginning[/yellow]", soft_wrap=True)
     if not (out / "best.safetensors").exists():  # deleted: the next epoch's model becomes the best
-        run.best_score, run.best_epoch = math.inf, 0
+        run.best_score, run.best_shares, run.best_epoch = math.inf, None, 0
     return run
 
 
@@ -889,16 +889,18 @@ def end_epoch(nets: Nets, scoring: Scoring, run: RunState, log: RunLog, reporter
     test = scoring.test
     if scoring.calibration is not None:
         run.chroma_gain = calibrate_gain(nets.g, scoring.calibration, nets.space, nets.device)
-    scores = evaluate(nets.g, test, nets.space, nets.device)
-    val = evaluate(nets.g, scoring.val, nets.space, nets.device) if scoring.val else {}
+    scores, shares = evaluate_photos(nets.g, test, nets.space, nets.device)
+    val, val_shares = evaluate_photos(nets.g, scoring.val, nets.space, nets.device) if scoring.val else ({}, None)
     row = {**row, **{f"test_{k}": v for k, v in scores.items()}, "test_score": selection_score(scores),
            **{f"val_{k}": val.get(k, math.nan) for k in ("ciede2000", "colorfulness")},
            "val_score": selection_score(val) if val else math.nan, "chroma_gain": run.chroma_gain,
            **{f"gray_{k}": v for k, v in log.gray.items()}}
-    score = row["val_score"] if val else row["test_score"]
-    best = score < run.best_score or run.best_epoch == 0  # the first scoring is the best so far, even at inf
+    score, shares = (row["val_score"], val_shares) if val else (row["test_score"], shares)
+    pick = Pick(run.best_score, run.best_shares)
+    best = pick.scored(score, shares, first=run.best_epoch == 0)  # the first scoring is the best so far, even at inf
+    run.best_score, run.best_shares = pick.lowest, pick.shares
     if best:
-        run.best_score, run.best_epoch = score, run.epoch
+        run.best_epoch = run.epoch
     log.save_sample(run.epoch, sample_sheet(nets.g, test, nets.space, nets.device))
     nets.g.chroma_gain = 1.0
     reporter.epoch_end(row, best)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ from colorize_cli.model import MAX_GAIN, ModelConfig, UNet
 from colorize_cli.pairs import RESAMPLE, make_pair, native_size, read_pair
 from colorize_cli.processes import Dist
 from colorize_cli.runlog import ADDED_FIELDS, CSV_FIELDS, Reporter
-from colorize_cli.scoring import calibrate_gain, colorfulness_ratio, selection_score
+from colorize_cli.scoring import Pick, calibrate_gain, colorfulness_ratio, evaluate_photos, selection_score
 from colorize_cli.terminal import format_duration, parse_duration
 from colorize_cli.train import (SEED_RECIPE, Nets, Order, TrainConfig, check_memory, configure, epoch_order, get_batch,
                                 lr_factor, lr_factor_at, read_config, train, training_memory)
@@ -213,7 +214,8 @@ def test_run_folder(straight: Path, data: Path) -> None:
     assert Image.open(straight / "curves.png").size == (1140, 750)
     extra = load_checkpoint(straight / "last.safetensors")[2]
     assert (extra["epoch"], extra["step"]) == (2, 0)
-    assert str(extra["best_epoch"]) == min(table, key=lambda r: float(r["test_score"]))["epoch"]
+    assert str(extra["best_epoch"]) in [r["epoch"] for r in table]  # which one: scoring.Pick (tested alone)
+    assert load_checkpoint(straight / "best.safetensors")[2]["epoch"] == extra["best_epoch"]
     for r in table:
         scores = {k: float(r[f"test_{k}"]) for k in ("ciede2000", "colorfulness")}
         assert float(r["test_score"]) == pytest.approx(selection_score(scores), rel=1e-5)  # 6 digits in the CSV
@@ -393,8 +395,9 @@ def test_a_run_folder_is_never_overwritten(straight: Path, data: Path, capsys) -
 
 def test_patience_stops_when_the_selection_score_stalls(tmp_path: Path, capsys) -> None:
     """Gray test photos (no colour to match, so the selection score is CIEDE2000 alone): the
-    untrained network's near-gray output is the best it will do, so with --patience 2 the run
-    stops after epoch 3, keeping epoch 1 as best.safetensors."""
+    untrained network's near-gray output is the best it will do (epochs 2 and 3 are clearly worse
+    on both photos), so with --patience 2 the run stops after epoch 3, keeping epoch 1 as
+    best.safetensors."""
     root = make_prep(tmp_path / "d", 8, 2)
     for p in (root / "test").iterdir():
         pair = Image.open(p)
@@ -407,7 +410,7 @@ def test_patience_stops_when_the_selection_score_stalls(tmp_path: Path, capsys) 
     assert float(table[0]["test_score"]) < min(float(table[1]["test_score"]), float(table[2]["test_score"]))
     assert table[0]["test_score"] == table[0]["test_ciede2000"] and table[0]["test_colorfulness"] == "nan"
     assert table[0]["gray_l1"] == "0" and table[0]["gray_psnr"] == "inf"
-    assert "early stop: no better selection score for 2 epochs (best: epoch 1)" in capsys.readouterr().err
+    assert "early stop: no new best epoch for 2 epochs (best: epoch 1)" in capsys.readouterr().err
     assert load_checkpoint(run / "best.safetensors")[2]["epoch"] == 1
     assert load_checkpoint(run / "last.safetensors")[2]["epoch"] == 3
 
@@ -911,37 +914,75 @@ def test_validation_photos_are_a_fixed_fifth_at_most_of_the_training_split(tmp_p
 
 def test_validation_photos_pick_the_best_epoch_and_calibrate_the_gain(tmp_path: Path, capsys, monkeypatch) -> None:
     """With held-out photos the gain is calibrated on them (at every scoring), and their
-    selection score picks the best epoch; the test split only reports. --val-photos 0: the
-    test split picks, and training photos calibrate."""
+    per-photo shares of the selection score go to scoring.Pick, which names the best epoch; the
+    test split only reports. --val-photos 0: the test split picks, and training photos calibrate."""
     calibrated_on: list[list[str]] = []
+    scored: list[tuple[list[str], dict, torch.Tensor]] = []
 
-    def spy(g: UNet, photos: Pairs, space: str, device: torch.device) -> float:
+    def spy_gain(g: UNet, photos: Pairs, space: str, device: torch.device) -> float:
         calibrated_on.append(photos.names)
         return calibrate_gain(g, photos, space, device)
 
-    monkeypatch.setattr("colorize_cli.train.calibrate_gain", spy)
+    def spy_scores(g: UNet, photos: Pairs, space: str, device: torch.device) -> tuple[dict, torch.Tensor]:
+        scored.append((photos.names, *evaluate_photos(g, photos, space, device)))
+        return scored[-1][1:]
+
+    def replayed_pick(names: list[str]) -> int:
+        pick, best = Pick(), 0
+        for epoch, (_, scores, shares) in enumerate((c for c in scored if c[0] == names), 1):
+            if pick.scored(selection_score(scores), shares, first=best == 0):
+                best = epoch
+        return best
+
+    monkeypatch.setattr("colorize_cli.train.calibrate_gain", spy_gain)
+    monkeypatch.setattr("colorize_cli.train.evaluate_photos", spy_scores)
     root = make_prep(tmp_path / "d", 25, 2)
     run = tmp_path / "run"
-    assert cli("train", root, *TINY, "--epochs", "3", "--out", run) == 0
+    assert cli("train", root, *TINY, "--epochs", "4", "--out", run) == 0
     assert "20 train, 5 validation, 2 test photos at 32 px" in capsys.readouterr().err
-    assert calibrated_on == [["img02.png", "img05.png", "img09.png", "img11.png", "img19.png"]] * 3
-    table = rows(run)
-    best = load_checkpoint(run / "best.safetensors")[2]["epoch"]
-    assert str(best) == min(table, key=lambda r: float(r["val_score"]))["epoch"]
-    for r in table:  # metrics.csv keeps 6 significant digits: 3 values rounded by 5e-6 of themselves at most
+    val = ["img02.png", "img05.png", "img09.png", "img11.png", "img19.png"]
+    assert calibrated_on == [val] * 4
+    assert [c[0] for c in scored] == [["img25.png", "img26.png"], val] * 4
+    assert load_checkpoint(run / "best.safetensors")[2]["epoch"] == replayed_pick(val)
+    for r in rows(run):  # metrics.csv keeps 6 significant digits: 3 values rounded by 5e-6 of themselves at most
         assert float(r["val_score"]) == pytest.approx(selection_score(
             {"ciede2000": float(r["val_ciede2000"]), "colorfulness": float(r["val_colorfulness"])}), rel=1.6e-5)
+    scored.clear()
     plain = tmp_path / "plain"
-    assert cli("train", root, *TINY, "--epochs", "3", "--val-photos", "0", "--out", plain) == 0
+    assert cli("train", root, *TINY, "--epochs", "4", "--val-photos", "0", "--out", plain) == 0
     assert "25 train, 2 test photos" in capsys.readouterr().err
-    table = rows(plain)
-    assert {r["val_score"] for r in table} == {"nan"}
-    assert calibrated_on[3:] == [[f"img{i:02d}.png" for i in range(25)]] * 3  # CALIBRATION_PHOTOS (64) at most
-    assert str(load_checkpoint(plain / "best.safetensors")[2]["epoch"]) == \
-        min(table, key=lambda r: float(r["test_score"]))["epoch"]
+    assert {r["val_score"] for r in rows(plain)} == {"nan"}
+    assert calibrated_on[4:] == [[f"img{i:02d}.png" for i in range(25)]] * 4  # CALIBRATION_PHOTOS (64) at most
+    assert load_checkpoint(plain / "best.safetensors")[2]["epoch"] == replayed_pick(["img25.png", "img26.png"])
     assert cli("train", root, *TINY, "--val-photos", "2", "--out", tmp_path / "r") == 1
     assert "error: --val-photos must be 0 or at least 4 (fewer would pick epochs by chance), got 2" in \
         capsys.readouterr().err
+
+
+def test_the_best_epoch_is_the_latest_not_clearly_worse_than_the_lowest() -> None:
+    """Per-photo shares of 4 photos: a later epoch a little worse (mean +0.05, within twice the
+    standard error of the differences) takes over; one worse on every photo (+1.05, standard
+    error 0.05) does not; a lower score always does, and becomes what later ones are held to,
+    so a decline of 0.15 that would pass against the last pick is caught against it. Without
+    shares to pair (before, other photos, one photo) the lower score wins; a gray (infinite)
+    score loses to any finite one and never wins after the first scoring."""
+    pick = Pick()
+    t = torch.tensor
+    assert pick.scored(10.0, t([10.0, 10, 10, 10], dtype=torch.float64), first=True)
+    assert pick.scored(10.05, t([10.5, 9.5, 10.6, 9.6], dtype=torch.float64), first=False)
+    assert (pick.lowest, pick.shares.tolist()) == (10.0, [10.0] * 4)
+    assert not pick.scored(11.05, t([11.0, 11, 11, 11.2], dtype=torch.float64), first=False)
+    assert pick.scored(9.0, t([9.0, 9, 9, 9], dtype=torch.float64), first=False) and pick.lowest == 9.0
+    assert pick.scored(9.06, t([9.12, 8.94, 9.15, 9.03], dtype=torch.float64), first=False)  # +0.06 ± 0.05
+    # +0.15 on every photo: caught against the lowest; against the last pick it is +0.09 ± 0.048, which would pass
+    assert not pick.scored(9.1525, t([9.15, 9.15, 9.15, 9.16], dtype=torch.float64), first=False)
+    assert Pick(9.0, None).scored(9.5, t([9.5, 9.5]), first=False) is False
+    assert Pick(9.0, t([9.0, 9.0])).scored(8.9, t([8.9, 8.9, 8.9]), first=False) is True
+    assert Pick(9.0, t([9.0])).scored(9.01, t([9.01]), first=False) is False
+    gray = Pick()
+    assert gray.scored(math.inf, t([math.inf] * 2), first=True)
+    assert gray.scored(12.0, t([12.0, 12.0]), first=False) and gray.lowest == 12.0
+    assert not gray.scored(math.inf, t([math.inf] * 2), first=False)
 
 
 def test_a_run_from_before_the_new_recipe_resumes_with_its_own(straight: Path, tmp_path: Path, capsys) -> None:
