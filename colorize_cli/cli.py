@@ -275,7 +275,7 @@ def train(
                                  "reaches 0.8 of their colourfulness; the gain is kept with the checkpoint).")] = False,
     val_photos: Annotated[Optional[int], typer.Option(
         "--val-photos", min=0, metavar="N",
-        help="DATA's training photos held out (at most a fifth of them): they pick the best epoch and calibrate "
+        help="DATA's training photos held out (at most a fifth of them; none if that is under 32): they pick the best epoch and calibrate "
              "the chroma gain; 0: none, the test split picks \\[default: {val_photos}].")] = None,
     no_hints: Annotated[bool, typer.Option(
         "--no-hints", help="An automatic-only generator, without colour-hint inputs (default: trained with "

@@ -52,8 +52,11 @@ from colorize_cli.pairs import (RESAMPLE, SPLITS, PrepConfig, assign_splits, is_
 PHOTOS_HINT = ("get photos with `colorize crawl KEYWORD` (then `colorize prep` them), "
                "or use any folder of your own color photos")
 STORE_SCALE = 1.25  # with crops, a photo folder's photos are made this much larger than the training size
-HOLD_OUT_SHARE = 0.2  # of the training split, at most, held out for validation (80 photos: 16)
-HOLD_OUT_MIN = 4  # fewer held-out photos than this would pick epochs by chance: then none
+HOLD_OUT_SHARE = 0.2  # of the training split, at most, held out for validation (480 photos: 96)
+# Fewer held-out photos than this judge by chance: then none. Measured at the original project's
+# scale (80 training photos, 16 held out), the gain calibrated on the 16 to 0.8 of the truth's
+# colourfulness gave 0.90 of it on the test photos and 1.04 on 500 others, and cost 1.3 dB.
+HOLD_OUT_MIN = 32
 
 
 @dataclass

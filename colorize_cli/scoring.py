@@ -150,14 +150,10 @@ def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device) -> 
     return gain
 
 
-def evaluate(g: UNet, test: Pairs, space: str, device: torch.device) -> dict[str, float]:
-    """`_scores` of the test split, on the 8-bit images a user would get."""
-    return evaluate_photos(g, test, space, device)[0]
-
-
 def evaluate_photos(g: UNet, photos: Pairs, space: str, device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
-    """`evaluate`, and each photo's share of the selection score (their mean is it): its
-    CIEDE2000 counted up as selection_score counts up the mean."""
+    """`_scores` of `photos` (the test split, the validation photos) on the 8-bit images a user
+    would get, and each photo's share of the selection score (their mean is it): its CIEDE2000
+    counted up as selection_score counts up the mean."""
     scores, ciede = _photo_scores(_colorize_all(g, photos, space, device), photos.color)
     mean = scores["ciede2000"]
     return scores, ciede * (selection_score(scores) / mean if mean > 0 else 1.0)

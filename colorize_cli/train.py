@@ -150,7 +150,7 @@ def check_config(cfg: TrainConfig) -> None:
         if value < low:
             raise UserError(f"--{name} must be at least {low}, got {value}")
     if 0 < cfg.val_photos < HOLD_OUT_MIN:
-        raise UserError(f"--val-photos must be 0 or at least {HOLD_OUT_MIN} (fewer would pick epochs by chance), "
+        raise UserError(f"--val-photos must be 0 or at least {HOLD_OUT_MIN} (fewer would judge by chance), "
                         f"got {cfg.val_photos}")
     if not cfg.time >= 0 or math.isinf(cfg.time):
         raise UserError(f"--time must be a duration of 0 or more, got {cfg.time} s")

@@ -28,8 +28,8 @@ colorize train "$work/beach" --also "$work/web-beach" --also "$work/mountain" --
 
 # Keep only the generator of the last epoch and its chroma gain (the file also holds D and
 # the optimizers' state), in float16: half the bytes; loading casts it back to float32. The last
-# epoch, not best.safetensors: the learning rate has fallen to 0 with the clock, and the 64
-# validation photos cannot rank the late epochs (README, "The bundled beach model").
+# epoch, whatever best.safetensors holds: the learning rate has fallen to 0 with the clock, and
+# 64 validation photos are too few to rank the late epochs (README, "Which epoch is best").
 python - "$work/run/last.safetensors" colorize_cli/weights/beach.safetensors <<'PY'
 import sys
 from colorize_cli.checkpoint import load_checkpoint, save_checkpoint

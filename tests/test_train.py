@@ -894,22 +894,25 @@ def test_also_trains_on_more_photos_but_scores_on_datas_test_split(data: Path, t
 
 
 def test_validation_photos_are_a_fixed_fifth_at_most_of_the_training_split(tmp_path: Path) -> None:
-    """25 training pairs: 5 held out (a fifth, under the 64 asked for), always the same 5 (the
+    """200 training pairs: 40 held out (a fifth, under the 64 asked for), always the same 40 (the
     first by the sha256 of their paths, whatever the order they are listed in), whole, at the
-    training size, and no longer trained on. Fewer than 4 would be chance: 19 pairs hold none."""
-    root = make_prep(tmp_path / "d", 25, 2, size=48)
+    training size, and no longer trained on. Fewer than 32 would judge by chance: 159 pairs
+    (31 at most) hold none."""
+    root = make_prep(tmp_path / "d", 200, 2, size=48)
     data = load_data(root, 32, hold_out=64)
-    assert data.val.names == ["img02.png", "img05.png", "img09.png", "img11.png", "img19.png"]
-    assert len(data.train) == 20 and not set(data.train.names) & set(data.val.names)
-    assert data.test.names == ["img25.png", "img26.png"]
-    paths = [f"train/img{i:02d}.png" for i in range(25)]
-    assert held_out(paths[::-1], 64) == held_out(paths, 64) and len(held_out(paths, 4)) == 4
+    held = [11, 19, 25, 36, 37, 48, 61, 82, 84, 91, 93, 98, 103, 108, 110, 112, 113, 120, 121, 123, 126, 127, 130,
+            136, 148, 151, 152, 158, 162, 164, 166, 181, 187, 188, 190, 191, 192, 195, 196, 199]
+    assert sorted(data.val.names) == sorted(f"img{i:02d}.png" for i in held)
+    assert len(data.train) == 160 and not set(data.train.names) & set(data.val.names)
+    assert data.test.names == ["img200.png", "img201.png"]
+    paths = [f"train/img{i:02d}.png" for i in range(200)]
+    assert held_out(paths[::-1], 64) == held_out(paths, 64) and len(held_out(paths, 32)) == 32
     for i, name in enumerate(data.val.names):
         color, gray = (h.resize((32, 32), RESAMPLE) for h in read_pair(root / "train" / name))
         assert np.array_equal(data.val.color[i].permute(1, 2, 0).numpy(), np.asarray(color))
         assert np.array_equal(data.val.gray[i, 0].numpy(), np.asarray(gray))
     assert load_data(root, 32).val is None
-    assert load_data(make_prep(tmp_path / "small", 19, 2), 32, hold_out=64).val is None
+    assert held_out(paths[:159], 64) == set()
 
 
 def test_validation_photos_pick_the_best_epoch_and_calibrate_the_gain(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -936,26 +939,26 @@ def test_validation_photos_pick_the_best_epoch_and_calibrate_the_gain(tmp_path: 
 
     monkeypatch.setattr("colorize_cli.train.calibrate_gain", spy_gain)
     monkeypatch.setattr("colorize_cli.train.evaluate_photos", spy_scores)
-    root = make_prep(tmp_path / "d", 25, 2)
+    root = make_prep(tmp_path / "d", 160, 2)
     run = tmp_path / "run"
-    assert cli("train", root, *TINY, "--epochs", "4", "--out", run) == 0
-    assert "20 train, 5 validation, 2 test photos at 32 px" in capsys.readouterr().err
-    val = ["img02.png", "img05.png", "img09.png", "img11.png", "img19.png"]
-    assert calibrated_on == [val] * 4
-    assert [c[0] for c in scored] == [["img25.png", "img26.png"], val] * 4
+    assert cli("train", root, *TINY, "--batch-size", "16", "--epochs", "3", "--out", run) == 0
+    assert "128 train, 32 validation, 2 test photos at 32 px" in capsys.readouterr().err
+    val = load_data(root, 32, hold_out=64).val.names
+    assert calibrated_on == [val] * 3
+    assert [c[0] for c in scored] == [["img160.png", "img161.png"], val] * 3
     assert load_checkpoint(run / "best.safetensors")[2]["epoch"] == replayed_pick(val)
     for r in rows(run):  # metrics.csv keeps 6 significant digits: 3 values rounded by 5e-6 of themselves at most
         assert float(r["val_score"]) == pytest.approx(selection_score(
             {"ciede2000": float(r["val_ciede2000"]), "colorfulness": float(r["val_colorfulness"])}), rel=1.6e-5)
     scored.clear()
     plain = tmp_path / "plain"
-    assert cli("train", root, *TINY, "--epochs", "4", "--val-photos", "0", "--out", plain) == 0
-    assert "25 train, 2 test photos" in capsys.readouterr().err
+    assert cli("train", root, *TINY, "--batch-size", "16", "--epochs", "3", "--val-photos", "0", "--out", plain) == 0
+    assert "160 train, 2 test photos" in capsys.readouterr().err
     assert {r["val_score"] for r in rows(plain)} == {"nan"}
-    assert calibrated_on[4:] == [[f"img{i:02d}.png" for i in range(25)]] * 4  # CALIBRATION_PHOTOS (64) at most
-    assert load_checkpoint(plain / "best.safetensors")[2]["epoch"] == replayed_pick(["img25.png", "img26.png"])
-    assert cli("train", root, *TINY, "--val-photos", "2", "--out", tmp_path / "r") == 1
-    assert "error: --val-photos must be 0 or at least 4 (fewer would pick epochs by chance), got 2" in \
+    assert calibrated_on[3:] == [load_data(root, 32).train.names[:64]] * 3  # CALIBRATION_PHOTOS training photos
+    assert load_checkpoint(plain / "best.safetensors")[2]["epoch"] == replayed_pick(["img160.png", "img161.png"])
+    assert cli("train", root, *TINY, "--val-photos", "31", "--out", tmp_path / "r") == 1
+    assert "error: --val-photos must be 0 or at least 32 (fewer would judge by chance), got 31" in \
         capsys.readouterr().err
 
 
