@@ -115,13 +115,13 @@ class Pick:
     def scored(self, score: float, shares: torch.Tensor, first: bool) -> bool:
         """Note a scoring; whether its epoch is now the best (the first scoring always is)."""
         before, lowest = self.shares, self.lowest
-        if score < lowest or first:
+        if first or score < lowest:
             self.lowest, self.shares = score, shares
-        if first or not math.isfinite(lowest):
-            return first or score < lowest
+        if first:
+            return True
         if not math.isfinite(score):
             return False
-        if before is None or before.shape != shares.shape or len(shares) < 2:
+        if not math.isfinite(lowest) or before is None or before.shape != shares.shape or len(shares) < 2:
             return score < lowest
         diff = shares - before
         return float(diff.mean()) <= CLEARLY * float(diff.std()) / math.sqrt(len(diff))

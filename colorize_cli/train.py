@@ -16,8 +16,8 @@ Each photo of a batch is a random crop of a training photo (its side a random sh
 and flipped at random. The learning rate is constant for the first half of the epochs (with
 --time: of the time), then falls linearly towards 0. After each epoch (with --time: every
 EVAL_SHARE of it) G's chroma gain is calibrated (scoring.calibrate_gain) and G is scored: on
-the validation photos held out of DATA's training split (--val-photos), whose
-scoring.selection_score picks the best epoch, and on the test split, which only reports. A
+the validation photos held out of DATA's training split (--val-photos), whose selection scores
+pick the best epoch (scoring.Pick), and on the test split, which only reports. A
 score that picks among epochs is flattered on the photos it picked on, and a gain calibrated on
 photos the network has learnt comes out too weak on new ones; held-out photos answer both.
 
@@ -889,13 +889,13 @@ def end_epoch(nets: Nets, scoring: Scoring, run: RunState, log: RunLog, reporter
     test = scoring.test
     if scoring.calibration is not None:
         run.chroma_gain = calibrate_gain(nets.g, scoring.calibration, nets.space, nets.device)
-    scores, shares = evaluate_photos(nets.g, test, nets.space, nets.device)
+    scores, test_shares = evaluate_photos(nets.g, test, nets.space, nets.device)
     val, val_shares = evaluate_photos(nets.g, scoring.val, nets.space, nets.device) if scoring.val else ({}, None)
     row = {**row, **{f"test_{k}": v for k, v in scores.items()}, "test_score": selection_score(scores),
            **{f"val_{k}": val.get(k, math.nan) for k in ("ciede2000", "colorfulness")},
            "val_score": selection_score(val) if val else math.nan, "chroma_gain": run.chroma_gain,
            **{f"gray_{k}": v for k, v in log.gray.items()}}
-    score, shares = (row["val_score"], val_shares) if val else (row["test_score"], shares)
+    score, shares = (row["val_score"], val_shares) if val else (row["test_score"], test_shares)
     pick = Pick(run.best_score, run.best_shares)
     best = pick.scored(score, shares, first=run.best_epoch == 0)  # the first scoring is the best so far, even at inf
     run.best_score, run.best_shares = pick.lowest, pick.shares
