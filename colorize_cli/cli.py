@@ -272,7 +272,7 @@ def train(
                                       "\\[default: {gan_weight:g}].")] = None,
     no_chroma_gain: Annotated[bool, typer.Option(
         "--no-chroma-gain", help="Keep the network's raw colours (default: scaled so its output on the validation photos "
-                                 "reaches 0.8 of their colourfulness; the gain is kept with the checkpoint).")] = False,
+                                 "reaches 0.8 of their colourfulness, by two standard errors; the gain is kept with the checkpoint).")] = False,
     val_photos: Annotated[Optional[int], typer.Option(
         "--val-photos", min=0, metavar="N",
         help="DATA's training photos held out (at most a fifth of them; none if that is under 32): they pick the best epoch and calibrate "

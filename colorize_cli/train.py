@@ -62,7 +62,7 @@ from colorize_cli.model import ModelConfig, PatchGAN, UNet, build
 from colorize_cli.pairs import PrepConfig, native_size
 from colorize_cli.processes import Dist, StopFlag, catch_stop, cpu_threads, start_processes
 from colorize_cli.runlog import Reporter, RunLog, RunSummary, console, read_metrics, sample_sheet
-from colorize_cli.scoring import Pick, calibrate_gain, evaluate_photos, gray_baseline, selection_score
+from colorize_cli.scoring import MARGIN_SE, Pick, calibrate_gain, evaluate_photos, gray_baseline, selection_score
 from colorize_cli.terminal import format_duration, plural, skipped
 
 # The original project's recipe (its report): RGB in and out as its Keras model had, one photo
@@ -888,7 +888,8 @@ def end_epoch(nets: Nets, scoring: Scoring, run: RunState, log: RunLog, reporter
     and whether --patience says to stop. Training goes on at gain 1."""
     test = scoring.test
     if scoring.calibration is not None:
-        run.chroma_gain = calibrate_gain(nets.g, scoring.calibration, nets.space, nets.device)
+        margin = MARGIN_SE if scoring.val else 0.0  # held-out photos, or training photos it has learnt
+        run.chroma_gain = calibrate_gain(nets.g, scoring.calibration, nets.space, nets.device, margin)
     scores, test_shares = evaluate_photos(nets.g, test, nets.space, nets.device)
     val, val_shares = evaluate_photos(nets.g, scoring.val, nets.space, nets.device) if scoring.val else ({}, None)
     row = {**row, **{f"test_{k}": v for k, v in scores.items()}, "test_score": selection_score(scores),

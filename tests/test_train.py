@@ -31,7 +31,8 @@ from colorize_cli.model import MAX_GAIN, ModelConfig, UNet
 from colorize_cli.pairs import RESAMPLE, make_pair, native_size, read_pair
 from colorize_cli.processes import Dist
 from colorize_cli.runlog import ADDED_FIELDS, CSV_FIELDS, Reporter
-from colorize_cli.scoring import Pick, calibrate_gain, colorfulness_ratio, evaluate_photos, selection_score
+from colorize_cli.scoring import (COLORFUL_ENOUGH, MARGIN_SE, Pick, _colorize_all, _colour_stats, calibrate_gain, colorfulness_ratio,
+                                  evaluate_photos, selection_score)
 from colorize_cli.terminal import format_duration, parse_duration
 from colorize_cli.train import (SEED_RECIPE, Nets, Order, TrainConfig, check_memory, configure, epoch_order, get_batch,
                                 lr_factor, lr_factor_at, read_config, train, training_memory)
@@ -844,17 +845,23 @@ def test_the_chroma_gain_is_calibrated_and_travels_with_the_best_checkpoint(stra
                 load_generator(path)
 
 
-def test_calibration_raises_the_colourfulness_to_the_truths(tmp_path: Path) -> None:
-    """A seeded network whose colours are paler than its photos' (measured 0.5 of theirs) comes
-    out at COLORFUL_ENOUGH (0.8) times their colourfulness once calibrated: colourfulness is not
-    quite proportional to the gain (8-bit rounding, gamut clipping), which the second, measured
-    step corrects to within 5%. Gray truths leave it at gain 1; the gain never goes below 1."""
+def pale_network() -> tuple[UNet, torch.Tensor]:
+    """A seeded untrained generator in eval mode, its output doubled, and six test photos at its
+    size (6, 3, 32, 32) uint8: its colours come out at about half of theirs."""
     torch.manual_seed(3)
     g = UNet(ModelConfig(size=32, width=8))
     with torch.no_grad():
         g.out.conv.weight.mul_(2)
     g.eval()
-    color = torch.from_numpy(np.stack([np.asarray(photo(i).resize((32, 32))) for i in range(6)])).permute(0, 3, 1, 2)
+    return g, torch.from_numpy(np.stack([np.asarray(photo(i).resize((32, 32))) for i in range(6)])).permute(0, 3, 1, 2)
+
+
+def test_calibration_raises_the_colourfulness_to_the_truths(tmp_path: Path) -> None:
+    """A seeded network whose colours are paler than its photos' (measured 0.5 of theirs) comes
+    out at COLORFUL_ENOUGH (0.8) times their colourfulness once calibrated: colourfulness is not
+    quite proportional to the gain (8-bit rounding, gamut clipping), which the second, measured
+    step corrects to within 5%. Gray truths leave it at gain 1; the gain never goes below 1."""
+    g, color = pale_network()
     photos = Pairs(color.contiguous(), color[:, :1].contiguous(), [str(i) for i in range(6)])
     cpu = torch.device("cpu")
     pale = colorfulness_ratio(g, photos, "lab", cpu)
@@ -866,6 +873,40 @@ def test_calibration_raises_the_colourfulness_to_the_truths(tmp_path: Path) -> N
     assert calibrate_gain(g, photos, "lab", cpu) == 1.0
     gray = Pairs(color[:, :1].expand(-1, 3, -1, -1).contiguous(), color[:, :1].contiguous(), photos.names)
     assert calibrate_gain(g, gray, "lab", cpu) == 1.0
+
+
+def test_calibration_on_held_out_photos_keeps_a_margin_for_their_sampling_error() -> None:
+    """With margin=MARGIN_SE the gain aims so that the colourfulness ratio less MARGIN_SE of its
+    standard errors (the delta method's, for a ratio of means) reaches COLORFUL_ENOUGH, within
+    the 5% of the measured step; never beyond the truth's own colourfulness. The truths here are
+    the test photos partly desaturated, so their colourfulness varies from photo to photo as real
+    photos' does (0.06 to 0.2 standard error), where the network's guesses from the same grays do
+    not; a single photo has no standard error, hence no margin."""
+    g, color = pale_network()
+    luma = (color.double() * torch.tensor([0.299, 0.587, 0.114], dtype=torch.double).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    cpu = torch.device("cpu")
+
+    def photos(saturation: list[float]) -> Pairs:
+        share = torch.tensor(saturation, dtype=torch.double).view(-1, 1, 1, 1)
+        faded = (luma + share * (color.double() - luma)).round().clamp(0, 255).to(torch.uint8)
+        return Pairs(faded.contiguous(), color[:, :1].contiguous(), [str(i) for i in range(6)])
+
+    def calibrated(pairs: Pairs, margin: float) -> tuple[float, float]:
+        calibrate_gain(g, pairs, "lab", cpu, margin)
+        return _colour_stats(_colorize_all(g, pairs, "lab", cpu), pairs.color)
+
+    some = photos([1, 0.6, 1, 0.8, 1, 0.7])
+    assert calibrated(some, 0.0)[0] == pytest.approx(COLORFUL_ENOUGH, abs=0.04)
+    ratio, se = calibrated(some, MARGIN_SE)
+    assert ratio - MARGIN_SE * se == pytest.approx(COLORFUL_ENOUGH, abs=0.04) and ratio > COLORFUL_ENOUGH + 0.1
+    made = _colorize_all(g, some, "lab", cpu).permute(0, 2, 3, 1).double().numpy() / 255
+    m = np.array([metrics.colorfulness(im) for im in made])
+    t = np.array([metrics.colorfulness(im) for im in some.color.permute(0, 2, 3, 1).double().numpy() / 255])
+    assert ratio == pytest.approx(m.mean() / t.mean(), rel=1e-4)  # float32 torch against float64 numpy
+    assert se == pytest.approx(np.std(m - ratio * t, ddof=1) / np.sqrt(6) / t.mean(), rel=1e-3)
+    assert calibrated(photos([1, 0.3, 1, 0.5, 1, 0.2]), MARGIN_SE)[0] == pytest.approx(1.0, abs=0.04)  # the cap
+    one = Pairs(some.color[:1], some.gray[:1], some.names[:1])
+    assert calibrate_gain(g, one, "lab", cpu, MARGIN_SE) == calibrate_gain(g, one, "lab", cpu)
 
 
 def test_a_mix_draws_each_data_sets_share_of_every_epoch() -> None:
@@ -916,15 +957,15 @@ def test_validation_photos_are_a_fixed_fifth_at_most_of_the_training_split(tmp_p
 
 
 def test_validation_photos_pick_the_best_epoch_and_calibrate_the_gain(tmp_path: Path, capsys, monkeypatch) -> None:
-    """With held-out photos the gain is calibrated on them (at every scoring), and their
+    """With held-out photos the gain is calibrated on them (at every scoring, with a margin), and their
     per-photo shares of the selection score go to scoring.Pick, which names the best epoch; the
     test split only reports. --val-photos 0: the test split picks, and training photos calibrate."""
-    calibrated_on: list[list[str]] = []
+    calibrated_on: list[tuple[list[str], float]] = []
     scored: list[tuple[list[str], dict, torch.Tensor]] = []
 
-    def spy_gain(g: UNet, photos: Pairs, space: str, device: torch.device) -> float:
-        calibrated_on.append(photos.names)
-        return calibrate_gain(g, photos, space, device)
+    def spy_gain(g: UNet, photos: Pairs, space: str, device: torch.device, margin: float) -> float:
+        calibrated_on.append((photos.names, margin))
+        return calibrate_gain(g, photos, space, device, margin)
 
     def spy_scores(g: UNet, photos: Pairs, space: str, device: torch.device) -> tuple[dict, torch.Tensor]:
         scored.append((photos.names, *evaluate_photos(g, photos, space, device)))
@@ -944,7 +985,7 @@ def test_validation_photos_pick_the_best_epoch_and_calibrate_the_gain(tmp_path: 
     assert cli("train", root, *TINY, "--batch-size", "16", "--epochs", "3", "--out", run) == 0
     assert "128 train, 32 validation, 2 test photos at 32 px" in capsys.readouterr().err
     val = load_data(root, 32, hold_out=64).val.names
-    assert calibrated_on == [val] * 3
+    assert calibrated_on == [(val, MARGIN_SE)] * 3  # held out: a margin for their sampling error
     assert [c[0] for c in scored] == [["img160.png", "img161.png"], val] * 3
     assert load_checkpoint(run / "best.safetensors")[2]["epoch"] == replayed_pick(val)
     for r in rows(run):  # metrics.csv keeps 6 significant digits: 3 values rounded by 5e-6 of themselves at most
@@ -955,7 +996,7 @@ def test_validation_photos_pick_the_best_epoch_and_calibrate_the_gain(tmp_path: 
     assert cli("train", root, *TINY, "--batch-size", "16", "--epochs", "3", "--val-photos", "0", "--out", plain) == 0
     assert "160 train, 2 test photos" in capsys.readouterr().err
     assert {r["val_score"] for r in rows(plain)} == {"nan"}
-    assert calibrated_on[3:] == [load_data(root, 32).train.names[:64]] * 3  # CALIBRATION_PHOTOS training photos
+    assert calibrated_on[3:] == [(load_data(root, 32).train.names[:64], 0.0)] * 3  # CALIBRATION_PHOTOS training photos
     assert load_checkpoint(plain / "best.safetensors")[2]["epoch"] == replayed_pick(["img160.png", "img161.png"])
     assert cli("train", root, *TINY, "--val-photos", "31", "--out", tmp_path / "r") == 1
     assert "error: --val-photos must be 0 or at least 32 (fewer would judge by chance), got 31" in \
