@@ -138,9 +138,9 @@ class Pick:
         return float(diff.mean()) <= CLEARLY * float(diff.std()) / math.sqrt(len(diff))
 
 
-def colorfulness_ratio(g: UNet, photos: Pairs, space: str, device: torch.device) -> float:
-    """Mean colourfulness of G's 8-bit output over the truth's, on `photos`."""
-    return _colour_ratio(_colorize_all(g, photos, space, device), photos.color.to(device))
+def colorfulness_stats(g: UNet, photos: Pairs, space: str, device: torch.device) -> tuple[float, float]:
+    """Mean colourfulness of G's 8-bit output over the truth's, on `photos`, and its standard error."""
+    return _colour_stats(_colorize_all(g, photos, space, device), photos.color.to(device))
 
 
 def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device, margin: float = 0.0) -> float:
@@ -161,7 +161,7 @@ def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device, mar
     gain = 1.0
     for _ in range(2):
         g.chroma_gain = gain
-        ratio, se = _colour_stats(_colorize_all(g, photos, space, device), photos.color.to(device))
+        ratio, se = colorfulness_stats(g, photos, space, device)
         if not ratio > 0:  # gray output or gray truths: nothing to calibrate against
             break
         low = ratio - margin * se if margin and math.isfinite(se) else ratio  # what new photos may come to

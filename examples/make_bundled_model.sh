@@ -2,7 +2,7 @@
 # Rebuild the bundled model (colorize_cli/weights/beach.safetensors) from ../shared/data alone,
 # with the recipe it was made with (README: "The bundled beach model"), then score it.
 # Run from the repository root:  ./setup.sh examples/make_bundled_model.sh [TIME] [TOTAL]
-# TIME: the first cycle's budget (default 75m); TOTAL: the whole run's (default 2h15m), spent
+# TIME: the first cycle's budget (default 75m); TOTAL: the whole run's (default 2h15m, more than TIME), spent
 # by a second cycle, a resume with the larger budget: the learning rate starts again (at 0.89
 # of 2e-4 for these defaults) and falls to 0 with the clock once more (a warm restart). The
 # schedule follows the clock, so a faster machine trains more steps in the same time; the

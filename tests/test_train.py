@@ -31,7 +31,7 @@ from colorize_cli.model import MAX_GAIN, ModelConfig, UNet
 from colorize_cli.pairs import RESAMPLE, make_pair, native_size, read_pair
 from colorize_cli.processes import Dist
 from colorize_cli.runlog import ADDED_FIELDS, CSV_FIELDS, Reporter
-from colorize_cli.scoring import (COLORFUL_ENOUGH, MARGIN_SE, Pick, _colorize_all, _colour_stats, calibrate_gain, colorfulness_ratio,
+from colorize_cli.scoring import (COLORFUL_ENOUGH, MARGIN_SE, Pick, _colorize_all, calibrate_gain, colorfulness_stats,
                                   evaluate_photos, selection_score)
 from colorize_cli.terminal import format_duration, parse_duration
 from colorize_cli.train import (SEED_RECIPE, Nets, Order, TrainConfig, check_memory, configure, epoch_order, get_batch,
@@ -864,10 +864,10 @@ def test_calibration_raises_the_colourfulness_to_the_truths(tmp_path: Path) -> N
     g, color = pale_network()
     photos = Pairs(color.contiguous(), color[:, :1].contiguous(), [str(i) for i in range(6)])
     cpu = torch.device("cpu")
-    pale = colorfulness_ratio(g, photos, "lab", cpu)
+    pale = colorfulness_stats(g, photos, "lab", cpu)[0]
     gain = calibrate_gain(g, photos, "lab", cpu)
     assert g.chroma_gain == gain
-    assert pale < 0.6 and gain > 1 and colorfulness_ratio(g, photos, "lab", cpu) == pytest.approx(0.8, abs=0.04)
+    assert pale < 0.6 and gain > 1 and colorfulness_stats(g, photos, "lab", cpu)[0] == pytest.approx(0.8, abs=0.04)
     with torch.no_grad():
         g.out.conv.weight.mul_(10)  # now more colourful than enough: left as it is
     assert calibrate_gain(g, photos, "lab", cpu) == 1.0
@@ -893,7 +893,7 @@ def test_calibration_on_held_out_photos_keeps_a_margin_for_their_sampling_error(
 
     def calibrated(pairs: Pairs, margin: float) -> tuple[float, float]:
         calibrate_gain(g, pairs, "lab", cpu, margin)
-        return _colour_stats(_colorize_all(g, pairs, "lab", cpu), pairs.color)
+        return colorfulness_stats(g, pairs, "lab", cpu)
 
     some = photos([1, 0.6, 1, 0.8, 1, 0.7])
     assert calibrated(some, 0.0)[0] == pytest.approx(COLORFUL_ENOUGH, abs=0.04)
