@@ -65,19 +65,14 @@ def _photo_scores(preds: torch.Tensor, truths: torch.Tensor) -> tuple[dict[str, 
     ciede = torch.cat([metrics.batch_ciede2000(preds[i:i + EVAL_BATCH] / 255.0, truths[i:i + EVAL_BATCH] / 255.0)
                        for i in range(0, len(preds), EVAL_BATCH)])  # the CIEDE2000 temporaries stay a few MB per image
     scores["ciede2000"] = float(ciede.mean())
-    scores["colorfulness"] = _colour_ratio(preds, truths)
+    scores["colorfulness"] = _colour_stats(preds, truths)[0]
     return scores, ciede.double().cpu()
 
 
-def _colour_ratio(made: torch.Tensor, real: torch.Tensor) -> float:
-    """Mean colourfulness of uint8 images (N, 3, H, W) `made` over that of `real` (NaN when the
-    truths have no colour)."""
-    return _colour_stats(made, real)[0]
-
-
 def _colour_stats(made: torch.Tensor, real: torch.Tensor) -> tuple[float, float]:
-    """`_colour_ratio` and its standard error over the photos, which are a sample of the photos
-    the model will meet (the delta method for a ratio of means; NaN for fewer than 2 photos)."""
+    """Mean colourfulness of uint8 images (N, 3, H, W) `made` over that of `real` (NaN when the
+    truths have no colour), and its standard error over the photos, which are a sample of the
+    photos the model will meet (the delta method for a ratio of means; NaN for fewer than 2)."""
     def each(images: torch.Tensor) -> np.ndarray:
         return torch.cat([metrics.batch_colorfulness(images[i:i + EVAL_BATCH] / 255.0)
                           for i in range(0, len(images), EVAL_BATCH)]).double().cpu().numpy()
