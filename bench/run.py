@@ -61,7 +61,8 @@ sys.path.insert(0, str(ROOT))
 from colorize_cli.data import Pairs, load_data  # noqa: E402
 from colorize_cli.canvas import DEFAULT_BATCH  # noqa: E402
 from colorize_cli.device import NO_BF16, autocast_bf16, cpu_bf16, cpu_name, native_bf16  # noqa: E402
-from colorize_cli.colorizer import BUNDLED_MODEL, Colorizer  # noqa: E402
+from colorize_cli.bundled import DEFAULT  # noqa: E402
+from colorize_cli.colorizer import Colorizer  # noqa: E402
 from colorize_cli.model import (ModelConfig, UNet, UpConv, fold_batchnorm, for_inference, freeze_phases,  # noqa: E402
                                 init_weights, upsample_then_conv)
 from colorize_cli.train import Nets, Order, TrainConfig, get_batch  # noqa: E402
@@ -221,7 +222,7 @@ def _colorizer(model: str, device: torch.device, size: int | None = None, batch:
     untrained, as speed does not depend on the weights; "bundled" is the model `colorize infer`
     uses without --model."""
     if model == "bundled":
-        return Colorizer.load(BUNDLED_MODEL, device.type, size, batch)
+        return Colorizer.load(DEFAULT.path, device.type, size, batch)
     cfg = ModelConfig(width=DEFAULT_WIDTH)
     torch.manual_seed(0)
     net = UNet(cfg)

@@ -7,9 +7,11 @@ full-resolution PNG, with its hints as a `colorize infer --hints` file.
 Why the work is split this way: decoding a photo and making its working copy
 (`Colorizer.prepare`) is done once, when it is opened. A change of hints only places them on
 that copy (`Colorizer.place`), runs the network on it (`predict`, a few hundred pixels a side
-whatever the photo's size) and composes the result at full resolution (`finish`). The page
-shows a JPEG of that (about 10 ms for 1 MP, where a PNG takes 100-400 ms); the PNG is made
-only for a download, from the same hints, so it equals `colorize infer --hints` exactly.
+whatever the photo's size) and composes the result (`finish`) at screen size: under the gray
+of at most PREVIEW_SIDE pixels a side made when the photo was opened, since composing and
+encoding 12 MP took most of a second, and no screen shows more. The page shows a JPEG of that
+(about 10 ms for 1 MP, where a PNG takes 100-400 ms); the PNG is made only for a download, at
+full resolution from the same hints, so it equals `colorize infer --hints` exactly.
 
 The page keeps the hints and their undo history; the server keeps the prepared photos, in
 memory only (the last MAX_PHOTOS, within PIXEL_BUDGET), and writes nothing to disk. One
@@ -22,8 +24,8 @@ or from programs other than a browser: `localserver`, 403 otherwise); errors are
     GET  /api/info                       {"model", "hints": bool, "max_upload", "max_hints"}
     POST /api/photos?name=NAME           the file's bytes -> 201 {"id", "name", "width", "height"};
                                          413 past MAX_UPLOAD (before reading it), 422 not a usable photo
-    GET  /api/photos/ID/gray.jpg         the photo in gray, as the network sees it (the "before")
-    POST /api/photos/ID/colorized.jpg    {"hints": [{"x", "y", "color": "#rrggbb"}, ...]} -> JPEG preview
+    GET  /api/photos/ID/gray.jpg         the photo in gray, as the network sees it (the "before"), at screen size
+    POST /api/photos/ID/colorized.jpg    {"hints": [{"x", "y", "color": "#rrggbb"}, ...]} -> JPEG preview, screen size
     POST /api/photos/ID/colorized.png    the same body -> the full-resolution PNG
     POST /api/photos/ID/hints.json       the same body -> {"NAME": [hints]}, `colorize infer --hints` format
 The three hint routes take only Content-Type: application/json (415 otherwise), which a page of
@@ -44,7 +46,7 @@ import threading
 import webbrowser
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
@@ -72,11 +74,12 @@ UPLOAD_WAIT = 60.0
 MAX_JSON = 64 * 2**10  # bytes of a hints request: MAX_HINTS hints fit many times over
 MAX_HINTS = 256  # hints on one photo
 MAX_COORDINATE = 2**31  # |x|, |y| of a hint past which it is refused before any arithmetic (no photo is that large)
-# Photos kept in memory: at most MAX_PHOTOS, and the oldest dropped while their full-size grays
-# add up to more than PIXEL_BUDGET pixels (one byte each; the newest photo is always kept).
+# Photos kept in memory: at most MAX_PHOTOS, and the oldest dropped while their grays (full size and
+# screen size) add up to more than PIXEL_BUDGET pixels (one byte each; the newest photo is always kept).
 MAX_PHOTOS = 16
 PIXEL_BUDGET = 200_000_000
 PREVIEW_QUALITY = 90  # JPEG quality of what the page shows; downloads are lossless PNG
+PREVIEW_SIDE = 2048  # px on the long side of what the page shows, at most (a 4K screen's width; downloads: full size)
 MAX_NAME = 255  # characters of a photo's file name kept
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/app.css": ("app.css", "text/css; charset=utf-8")}
@@ -88,7 +91,7 @@ COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 class AppConfig:
     """`colorize app`'s options."""
 
-    model: Path | None = None  # a run folder or .safetensors file; None: the bundled model
+    model: str | None = None  # a bundled model's name, a run folder or a .safetensors file; None: the default bundled model
     device: Device = "auto"
     port: int = 0  # on 127.0.0.1; 0: any free one
     browser: bool = True  # open the page in the default browser
@@ -96,14 +99,18 @@ class AppConfig:
 
 @dataclass
 class Photo:
-    """An opened photo: its file name (the key of its hints file) and its prepared working copy."""
+    """An opened photo: its file name (the key of its hints file), its prepared working copy and
+    its gray at screen size (`preview_gray`; the full-size gray itself where that is small enough)."""
 
     name: str
     item: Prepared
+    preview: Image.Image
 
     @property
     def pixels(self) -> int:
-        return self.item.gray.width * self.item.gray.height
+        """Bytes of its grays: the full-size one, and the preview where that is another image."""
+        grays = (self.item.gray,) if self.preview is self.item.gray else (self.item.gray, self.preview)
+        return sum(g.width * g.height for g in grays)
 
 
 class Session:
@@ -131,7 +138,8 @@ class Session:
             except ImageError as e:  # its message names the source "<bytes>": name the file instead
                 raise BadRequest(f"{name}: {str(e).removeprefix('<bytes>: ')}",
                                  HTTPStatus.UNPROCESSABLE_ENTITY) from None
-            photo = Photo(name, self.colorizer.prepare(img))
+            item = self.colorizer.prepare(img)
+            photo = Photo(name, item, preview_gray(item.gray))
             pid = secrets.token_hex(8)
             self.photos[pid] = photo
             while len(self.photos) > 1 and (len(self.photos) > self.max_photos
@@ -155,12 +163,15 @@ class Session:
         except UserError as e:  # a hint outside the photo, or a model without hint inputs
             raise BadRequest(str(e)) from None
 
-    def colorize(self, pid: str, hints: list[Hint]) -> Image.Image:
-        """The full-resolution colorization of an opened photo with these hints: what
-        `Colorizer.colorize` gives the same photo and hints, pixel for pixel."""
-        item = self._placed(self.photo(pid), hints)
+    def colorize(self, pid: str, hints: list[Hint], full: bool = True) -> Image.Image:
+        """The colorization of an opened photo with these hints: at full resolution what
+        `Colorizer.colorize` gives the same photo and hints, pixel for pixel; else (`full` False)
+        the same network output composed under its screen-size gray."""
+        photo = self.photo(pid)
+        item = self._placed(photo, hints)
         with self.lock:
-            return self.colorizer.finish(item, self.colorizer.predict([item])[0])
+            out = self.colorizer.predict([item])[0]
+            return self.colorizer.finish(item if full else replace(item, gray=photo.preview), out)
 
     def hints_file(self, pid: str, hints: list[Hint]) -> str:
         """The `colorize infer --hints` file for an opened photo and these hints (checked as
@@ -168,6 +179,14 @@ class Session:
         photo = self.photo(pid)
         self._placed(photo, hints)
         return hints_json({photo.name: hints})
+
+
+def preview_gray(gray: Image.Image) -> Image.Image:
+    """A gray photo scaled down to PREVIEW_SIDE on its long side (itself if no larger)."""
+    scale = PREVIEW_SIDE / max(gray.size)
+    if scale >= 1:
+        return gray
+    return gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.Resampling.LANCZOS)
 
 
 def parse_hints(body: object) -> list[Hint]:
@@ -225,7 +244,7 @@ class _Handler(LocalHandler):
             self._json(HTTPStatus.OK, self.server.session.info())
         elif (m := PHOTO_ROUTE.fullmatch(route)) and m["what"] == "gray.jpg":
             try:
-                gray = self.server.session.photo(m["id"]).item.gray
+                gray = self.server.session.photo(m["id"]).preview
             except BadRequest as e:
                 self._json(e.status, {"error": str(e)})
                 return
@@ -264,7 +283,7 @@ class _Handler(LocalHandler):
         if what == "hints.json":
             self._send(HTTPStatus.OK, self.server.session.hints_file(pid, hints).encode(), "application/json")
             return
-        img = self.server.session.colorize(pid, hints)
+        img = self.server.session.colorize(pid, hints, full=what == "colorized.png")
         if what == "colorized.png":
             self._send(HTTPStatus.OK, encode(img, "PNG"), "image/png")
         else:

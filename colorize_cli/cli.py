@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from colorize_cli import __version__, crawl, demo, evaluate, infer, prep, survey
 from colorize_cli import app as webapp  # `app` here is the command line itself
+from colorize_cli.bundled import BUNDLED, DEFAULT
 from colorize_cli.choices import GanLoss, Optimizer, Space
 from colorize_cli.device import Device
 from colorize_cli.errors import UserError, one_line
@@ -29,6 +30,9 @@ from colorize_cli.terminal import parse_duration
 
 console = Console(stderr=True, highlight=False)  # progress, notes, warnings, errors
 stdout = Console(highlight=False)  # results: tables and reports
+MODEL_HELP = ("A bundled model by name, " + " or ".join(f"{b.name} (the default)" if b is DEFAULT else b.name for b in BUNDLED)
+              + " (`colorize models` says what each was trained on and how it scores), a `colorize train` run "
+              "folder (its best.safetensors is used) or a .safetensors checkpoint file of your own.")
 
 
 def unwrap_help(text: str | None) -> str | None:
@@ -61,7 +65,8 @@ app = typer.Typer(
     cls=HelpGroup,
     help="Teach a computer to colorize grayscale photographs: crawl the web for photos, prep them into pairs, "
          "train a model, infer (colorize) new photos, evaluate the results and survey people on them; "
-         "demo shows the bundled model at work; app colorizes photos in the browser, guided by your colour hints.",
+         "demo shows a bundled model at work, models lists them; app colorizes photos in the browser, guided by "
+         "your colour hints.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -144,8 +149,7 @@ def evaluate_command(
                                                 "file of votes.")],
     truth: Annotated[Optional[Path], typer.Option("--truth", metavar="TRUTH", help="The real photos, matched to "
                                                   "TARGET's by file name.")] = evaluate.EvaluateConfig.truth,
-    model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
-                                                  "or a .safetensors checkpoint (default: the bundled model).")] = evaluate.EvaluateConfig.model,
+    model: Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help=MODEL_HELP)] = evaluate.EvaluateConfig.model,
     device: Annotated[Device, typer.Option("--device", help="Where the model runs.")] = evaluate.EvaluateConfig.device,
     hints: Annotated[Optional[int], typer.Option(
         "--hints", metavar="N", min=1, help="The hint curve: scores of the model given 0 to N colour hints a photo, "
@@ -272,7 +276,11 @@ def train(
                                       "\\[default: {gan_weight:g}].")] = None,
     no_chroma_gain: Annotated[bool, typer.Option(
         "--no-chroma-gain", help="Keep the network's raw colours (default: scaled so its output on the validation photos "
-                                 "reaches 0.8 of their colourfulness, by two standard errors; the gain is kept with the checkpoint).")] = False,
+                                 "reaches --colorfulness of theirs, by two standard errors; the gain is kept with the checkpoint).")] = False,
+    colorfulness: Annotated[Optional[float], typer.Option(
+        "--colorfulness", metavar="SHARE",
+        help="The share of the truth's colourfulness the chroma gain aims at, below which the best epoch is charged "
+             "for paleness: lower for photos whose colours are hard to predict \\[default: {colorfulness:g}].")] = None,
     val_photos: Annotated[Optional[int], typer.Option(
         "--val-photos", min=0, metavar="N",
         help="DATA's training photos held out (at most a fifth of them; none if that is under 32): they pick the best epoch and calibrate "
@@ -316,7 +324,7 @@ def train(
     given = dict(also=None if also is None else [str(a) for a in also], mix=mix, epochs=epochs, time=time,
                  crop_min=crop_min, batch_size=batch_size, size=size, space=space, width=width, lr=lr, optimizer=optimizer,
                  gan_loss=gan_loss, l1_weight=l1_weight, gan_weight=gan_weight,
-                 chroma_gain=False if no_chroma_gain else None, val_photos=val_photos, hints=False if no_hints else None, device=device, seed=seed, patience=patience, threads=threads,
+                 chroma_gain=False if no_chroma_gain else None, colorfulness=colorfulness, val_photos=val_photos, hints=False if no_hints else None, device=device, seed=seed, patience=patience, threads=threads,
                  compile=compile_ or None, sync_bn=sync_bn or None, checkpoint_every=checkpoint_every)
     cfg = configure(None if data is None else str(data), None if out is None else str(out),
                     None if resume is None else str(resume), preset, {k: v for k, v in given.items() if v is not None})
@@ -337,8 +345,7 @@ def infer_command(
     src: Annotated[Path, typer.Argument(metavar="IN", help="A photo, or a folder of photos (JPEG, PNG, WebP, BMP, TIFF, GIF).")],
     dest: Annotated[Path, typer.Argument(metavar="OUT", help="Output folder mirroring IN's names (or, for one photo, "
                                                              "an output file name with an image suffix).")],
-    model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
-                                                  "(its best.safetensors) or .safetensors file; default: the bundled beach model.")] = infer.InferConfig.model,
+    model: Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help=MODEL_HELP)] = infer.InferConfig.model,
     size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size: the long side the network sees "
                                                 "(default: the model's training size). Output is always full size.")] = infer.InferConfig.size,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also colorize the photos in subfolders of IN.")] = infer.InferConfig.recursive,
@@ -385,17 +392,26 @@ def demo_command(
     size: Annotated[Optional[int], typer.Option("--size", min=1, help="Working size (default: the model's).")] = demo.DemoConfig.size,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N sample photos.")] = demo.DemoConfig.limit,
     device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = demo.DemoConfig.device,
+    model: Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help=MODEL_HELP)] = demo.DemoConfig.model,
 ) -> None:
-    """Colorize scikit-image's sample photos with the bundled model (offline): writes OUT/index.html,
+    """Colorize scikit-image's sample photos with a bundled model (offline): writes OUT/index.html,
     a contact sheet and the images, and prints PSNR, SSIM, CIEDE2000 and colorfulness next to gray."""
-    report = demo.run(demo.DemoConfig(out=out, size=size, limit=limit, device=device))
+    report = demo.run(demo.DemoConfig(out=out, size=size, limit=limit, device=device, model=model))
     demo.render(report, stdout, console)
+
+
+@app.command("models")
+def models_command() -> None:
+    """The bundled models, for --model NAME: what each was trained on, how it scores on photos it
+    never saw, and the script that rebuilds it from ../shared/data."""
+    for b in BUNDLED:
+        stdout.print(f"[bold]{b.name}[/bold]{' (default)' if b is DEFAULT else ''}: {escape(str(b.path))}\n"
+                     f"  trained on: {escape(b.trained_on)}\n  scores: {escape(b.scores)}\n  rebuilt by: {b.script}\n")
 
 
 @app.command("app")
 def app_command(
-    model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run folder "
-                                                  "(its best.safetensors) or .safetensors file; default: the bundled beach model.")] = webapp.AppConfig.model,
+    model: Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help=MODEL_HELP)] = webapp.AppConfig.model,
     device: Annotated[Device, typer.Option("--device", help="Where the network runs.")] = webapp.AppConfig.device,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = webapp.AppConfig.port,
     browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in the default web browser.")] = webapp.AppConfig.browser,
@@ -431,8 +447,7 @@ app.add_typer(survey_app, name="survey")
 def survey_build(
     data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder of A|B test pairs from `colorize prep` (DATA/test).")],
     out: Annotated[Path, typer.Option("--out", metavar="STUDY", help="New study folder (must not exist, or be empty).")],
-    model: Annotated[Optional[Path], typer.Option("--model", metavar="RUN_OR_FILE", help="A `colorize train` run "
-                                                  "folder or a .safetensors checkpoint (default: the bundled model).")] = survey.SurveyConfig.model,
+    model: Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help=MODEL_HELP)] = survey.SurveyConfig.model,
     n: Annotated[int, typer.Option("--n", min=1, help="Scored trials (test photos).")] = survey.SurveyConfig.n,
     exposure: Annotated[float, typer.Option("--exposure", help="Seconds both photos are shown.")] = survey.SurveyConfig.exposure,
     seed: Annotated[int, typer.Option("--seed", help="Photo choice, trial order and sides (recorded in study.json).")] = survey.SurveyConfig.seed,

@@ -11,7 +11,8 @@ full-resolution gray (`color.decode_output`, `color.to_uint8_exact`), so all the
 the result is the photo's own and its Pillow "L" equals the input's gray exactly.
 
 Colour hints (`hints`) are placed on the working copy, pixel centre to pixel centre, and
-given to the network as its hint planes; photos without hints run in automatic mode.
+given to the network as its hint planes; photos without hints run in automatic mode, and a
+photo with hints is the automatic one wherever its hints do not reach (`predict`).
 
 Photos whose working copies pad to the same shape run through the network together
 (`canvas.batches`), so a folder of mixed sizes still runs in full batches. `colorize infer`,
@@ -30,17 +31,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from colorize_cli.bundled import DEFAULT, bundled
 from colorize_cli.canvas import DEFAULT_BATCH, Geometry, activation_bytes, batches
 from colorize_cli.checkpoint import load_generator
 from colorize_cli.color import decode_output, encode_input, to_uint8_exact
 from colorize_cli.device import autocast_bf16, ensure_gpu_memory, native_bf16, pick_device
 from colorize_cli.errors import UserError
 from colorize_cli.files import ensure_memory
-from colorize_cli.hints import Hint, given_planes
+from colorize_cli.hints import Hint, given_planes, given_reach
 from colorize_cli.imageio import check_dimensions, to_gray
 from colorize_cli.model import ModelConfig, UNet, for_inference
 
-BUNDLED_MODEL = Path(__file__).parent / "weights" / "beach.safetensors"
 RUN_CHECKPOINT = "best.safetensors"  # what `colorize train` keeps as a run's best generator
 # The full-resolution decode works in horizontal strips of about this many pixels: the colour
 # conversion's temporaries then stay a few MB each instead of several GB for an 8000 px photo.
@@ -48,11 +49,14 @@ STRIP_PIXELS = 1 << 18
 
 
 def resolve_model(path: str | os.PathLike | None) -> Path:
-    """None -> the bundled beach model; a folder -> the run's best checkpoint; else the file."""
-    if path is None:
-        if not BUNDLED_MODEL.is_file():
-            raise UserError(f"the bundled model {BUNDLED_MODEL} is missing; reinstall colorize-gan")
-        return BUNDLED_MODEL
+    """None -> the default bundled model; a bundled model's name (`bundled.BUNDLED`) -> its file;
+    a folder -> the run's best checkpoint; else the file. A name wins over a folder of that name
+    in the current folder: give that one as ./NAME."""
+    model = DEFAULT if path is None else bundled(str(path))
+    if model is not None:
+        if not model.path.is_file():
+            raise UserError(f"the bundled {model.name} model {model.path} is missing; reinstall colorize-gan")
+        return model.path
     path = Path(path)
     if path.is_dir():
         best = path / RUN_CHECKPOINT
@@ -107,7 +111,8 @@ class Colorizer:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu", size: int | None = None,
              batch_size: int = DEFAULT_BATCH) -> "Colorizer":
-        """From a checkpoint file, a `colorize train` run folder, or None for the bundled model.
+        """From a checkpoint file, a `colorize train` run folder, a bundled model's name, or None
+        for the default bundled model.
 
         Weights stored in float16 are cast to float32 on loading.
         """
@@ -160,14 +165,26 @@ class Colorizer:
     def predict(self, items: Sequence[Prepared]) -> torch.Tensor:
         """Network output (N, C, ph, pw) on the CPU for prepared photos of one canvas shape
         (computed in bf16 on a GPU and on CPUs with native bf16, `device.native_bf16`: the
-        chroma it predicts is far coarser than bf16's steps)."""
+        chroma it predicts is far coarser than bf16's steps).
+
+        Hints change a photo only where they reach (`hints.given_reach`, EFFECT_SIDE): the output
+        is the automatic one plus that reach times what the hints changed. A network trained on
+        L1 learns that one hint's colour says something about the whole photo's palette (one
+        hint on a red motorcycle tank turned a gray floor 400 px away orange, CIEDE2000 19), and
+        a person who puts a hint means that place. Generators from before the reach (the beach
+        model) run as they were trained."""
         x = self.network_input(items)
-        hint_input = None
+        planes = None
         if any(item.hints for item in items):
-            hint_input = torch.cat([given_planes(item.hints, x[i:i + 1]) for i, item in enumerate(items)])
-            hint_input = hint_input.contiguous(memory_format=torch.channels_last)
+            planes = torch.cat([given_planes(item.hints, x[i:i + 1]) for i, item in enumerate(items)])
+            planes = planes.contiguous(memory_format=torch.channels_last)
         with autocast_bf16(self.device):
-            return self.net(x, hint_input).float().cpu()
+            out = self.net(x, planes).float()
+            if planes is None or not self.cfg.local_hints:
+                return out.cpu()
+            auto = self.net(x).float()
+        reach = torch.cat([given_reach(item.hints, *x.shape[2:]) for item in items]).to(out.device)
+        return (auto + reach * (out - auto)).cpu()
 
     @torch.inference_mode()
     def finish(self, item: Prepared, out: torch.Tensor) -> Image.Image:

@@ -1,4 +1,5 @@
-"""`colorize demo`: the bundled model on scikit-image's own sample photos, fully offline.
+"""`colorize demo`: a bundled model (the default one unless --model says) on scikit-image's own
+sample photos, fully offline.
 
 The photos ship inside scikit-image (no download), are grayed, colorized at full size, and
 shown three ways: a contact sheet PNG, a self-contained `index.html`, and a metrics table in
@@ -27,6 +28,7 @@ from rich.table import Table
 from skimage import data
 
 from colorize_cli import metrics
+from colorize_cli.bundled import WEIGHTS
 from colorize_cli.device import Device
 from colorize_cli.errors import UserError
 from colorize_cli.files import sha256_file, write_bytes_atomic
@@ -60,6 +62,7 @@ class DemoConfig:
     size: int | None = None  # working size; None: the model's
     limit: int | None = None  # only the first N sample photos
     device: Device = "auto"
+    model: str | None = None  # a bundled model's name, a run folder or a checkpoint; None: the default bundled model
 
 
 @dataclass
@@ -226,7 +229,7 @@ def run(cfg: DemoConfig) -> DemoReport:
     manifest = check_out(out, names)
     from colorize_cli.colorizer import Colorizer  # torch loads after the cheap checks
 
-    colorizer = Colorizer.load(None, device=cfg.device, size=cfg.size)
+    colorizer = Colorizer.load(cfg.model, device=cfg.device, size=cfg.size)
     grays = [to_gray(img) for _, img in originals]
     colorized = colorizer.colorize_batch(grays)
     samples = []
@@ -234,7 +237,9 @@ def run(cfg: DemoConfig) -> DemoReport:
         truth = metrics.as_rgb01(img)
         samples.append(Sample(name, img, gray, col, metrics.score(metrics.as_rgb01(col), truth),
                               metrics.score(metrics.as_rgb01(gray), truth)))
-    title = f"colorize demo: bundled beach model, working size {colorizer.size} px"
+    source = Path(colorizer.source)
+    shown = f"bundled {source.stem} model" if source.parent == WEIGHTS else source.name
+    title = f"colorize demo: {shown}, working size {colorizer.size} px"
     for s in samples:
         for p, img in zip(PANELS, s.panels()):
             save_image(img, out / image_name(s.name, p))

@@ -69,7 +69,7 @@ class EvaluateConfig:
     """`colorize evaluate`'s options (TARGET is `run`'s own argument)."""
 
     truth: Path | None = None  # the real photos: TARGET is a folder of predictions
-    model: Path | None = None  # run folder or checkpoint for a folder of photos; None: the bundled model
+    model: str | None = None  # a bundled model's name, run folder or checkpoint for a folder of photos; None: the default bundled model
     device: Device = "auto"
     csv: Path | None = None  # per-image scores
     overwrite: bool = False  # let `csv` and `plot` replace a file
@@ -328,7 +328,7 @@ def evaluate_model(data_dir: str | os.PathLike, model: str | os.PathLike | None,
     """Colorize the gray photo of every A|B pair or colour photo in `data_dir` and score it
     against the colour one.
 
-    `model`: a run folder or .safetensors checkpoint; None for the bundled model.
+    `model`: a bundled model's name, a run folder or a .safetensors checkpoint; None for the default bundled model.
     """
     data_dir = Path(data_dir)
     paths, layout = model_photos(data_dir)

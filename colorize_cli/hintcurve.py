@@ -12,6 +12,12 @@ the photo's file name (the same figures on every run, whichever other photos the
 count k takes the first k of them, so the sets are nested and the curve shows what each extra
 hint adds. Each hint is the mean true colour of a patch as wide as HINT_SIDE working pixels, the
 patch a given hint covers in the network's input.
+
+Locality (`locality`): where does one hint's colour go? At 1 hint, each pixel's pull toward the
+hint's colour (how much nearer to it in a*b* the pixel came than it was without the hint: the
+model's automatic output, or gray for IDW), averaged over the pixels whose true colour is that
+hint's (within NEAR of it) and over those whose true colour is far from it (FAR or more). A hint
+that stays in its region pulls the first and leaves the second; IDW paints the whole photo.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ PANEL = (480, 320)  # each of the plot's two panels (PSNR, CIEDE2000), side by s
 HINT_LEGEND = ("net: the model given the hints.  IDW: the hints' inverse-distance-weighted a*b* under the photo's "
                "own L*, no network.  PSNR in dB; colour: colourfulness / the truth's.  "
                "↑/↓: higher/lower is better.")
+NEAR, FAR = 10.0, 30.0  # a*b* distance of a pixel's true colour from the hint's: its colour / another colour
+LOCALITY_PIXELS = 1 << 20  # pixels a photo's locality is measured on, at most (an even grid of them)
+LOCALITY_KEYS = ("near", "far")
 
 
 def hint_counts(n: int) -> list[int]:
@@ -81,6 +90,9 @@ class CurveScore:
     gray: dict[str, float]
     network: list[dict[str, float]]
     idw: list[dict[str, float]]
+    # One hint's mean pull toward its colour ("near": pixels whose truth has its colour, "far":
+    # pixels of other colours), by side (network, idw); empty where the curve has no 1-hint count.
+    locality: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,10 +108,13 @@ class HintCurve:
     def summary(self) -> dict:
         """Means over the photos (NaN left out): {"gray": {metric: mean}, "curve": [{"hints": k,
         "network": {metric: mean}, "idw": {metric: mean}}, ...]}."""
+        located = [s.locality for s in self.scores if s.locality]
         return {"gray": _means([s.gray for s in self.scores]), "curve": [
             {"hints": k, "network": _means([s.network[i] for s in self.scores]),
              "idw": _means([s.idw[i] for s in self.scores])}
-            for i, k in enumerate(self.counts)]}
+            for i, k in enumerate(self.counts)],
+            "locality": {side: _means([loc[side] for loc in located], LOCALITY_KEYS) for side in ("network", "idw")}
+            if located else {}}
 
     def to_json(self) -> dict:
         return metrics.json_safe({
@@ -154,6 +169,12 @@ class HintCurve:
     def render(self, out: Console) -> None:
         out.print(self.table())
         out.print(HINT_LEGEND)
+        loc = self.summary()["locality"]
+        if loc:
+            net, idw = loc["network"], loc["idw"]
+            out.print(f"one hint's pull toward its colour (a*b*), where the truth is that colour (within {NEAR:g}) / "
+                      f"another ({FAR:g} or more away): net {net['near']:.1f} / {net['far']:.1f}, "
+                      f"IDW {idw['near']:.1f} / {idw['far']:.1f}")
 
     def plot(self, path: Path) -> None:
         """PSNR and CIEDE2000 by number of hints, network, IDW and gray, side by side."""
@@ -176,13 +197,38 @@ def _lines(summary: dict, key: str) -> dict[str, list[float]]:
             "gray": [summary["gray"][key]] * len(curve)}
 
 
-def _means(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: nan_stat(np.nanmean, np.array([r[k] for r in rows], dtype=np.float64)) for k in CURVE_KEYS}
+def _means(rows: list[dict[str, float]], keys: tuple[str, ...] = CURVE_KEYS) -> dict[str, float]:
+    return {k: nan_stat(np.nanmean, np.array([r[k] for r in rows], dtype=np.float64)) for k in keys}
 
 
-def _scores(img: Image.Image, truth: np.ndarray) -> dict[str, float]:
-    scores = metrics.score(metrics.as_rgb01(img), truth)
+def _scores(rgb01: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    scores = metrics.score(rgb01, truth)
     return {k: scores[k] for k in CURVE_KEYS}
+
+
+def _ab(rgb01: np.ndarray) -> np.ndarray:
+    """CIELAB a*, b* (..., 2) of sRGB in [0, 1] (..., 3)."""
+    from skimage.color import rgb2lab
+
+    return rgb2lab(rgb01)[..., 1:]
+
+
+def locality_grid(height: int, width: int) -> tuple[slice, slice]:
+    """The even grid of at most LOCALITY_PIXELS pixels a large photo's locality is measured on."""
+    step = max(1, math.ceil(math.sqrt(height * width / LOCALITY_PIXELS)))
+    return slice(None, None, step), slice(None, None, step)
+
+
+def locality(before: np.ndarray, after: np.ndarray, truth: np.ndarray, hint: tuple[int, int, int]) -> dict[str, float]:
+    """One hint's mean pull toward its colour (a*b* units: how much nearer to the hint's a*b*
+    each pixel came, from `before` to `after`, RGB in [0, 1]), over the pixels whose true colour
+    (`truth`) is within NEAR of the hint's ("near") and over those FAR or more from it ("far");
+    NaN where a photo has no such pixel."""
+    h = _ab(np.array(hint, dtype=np.float64).reshape(1, 1, 3) / 255)[0, 0]
+    dist = {name: np.linalg.norm(_ab(img) - h, axis=-1) for name, img in
+            (("before", before), ("after", after), ("truth", truth))}
+    pull = dist["before"] - dist["after"]
+    return {"near": nan_stat(np.mean, pull[dist["truth"] <= NEAR]), "far": nan_stat(np.mean, pull[dist["truth"] >= FAR])}
 
 
 def check_model(colorizer: Colorizer) -> None:
@@ -207,13 +253,22 @@ def score_photo(colorizer: Colorizer, name: str, truth: Image.Image, gray: Image
     items = [replace(full, hints=full.hints[:k]) for k in counts]
     lightness = colorizer.network_input([full])  # one working copy for every count
     network, idw = [], []
+    gray01 = metrics.as_rgb01(gray)
+    grid = locality_grid(*t.shape[:2])
+    kept: dict[tuple[str, int], np.ndarray] = {}  # the 0- and 1-hint outputs on `grid`, for `locality`
     for start in range(0, len(items), colorizer.batch_size):  # one canvas shape: plain chunks
         chunk = items[start:start + colorizer.batch_size]
         for item, out in zip(chunk, colorizer.predict(chunk)):
-            network.append(_scores(colorizer.finish(item, out), t))
             baseline = given_planes(item.hints, lightness)[0, IDW]
-            idw.append(_scores(colorizer.finish(item, baseline), t))
-    return CurveScore(name, truth.width, truth.height, side, _scores(gray, t), network, idw)
+            for which, scores, made in (("network", network, out), ("idw", idw, baseline)):
+                img = metrics.as_rgb01(colorizer.finish(item, made))
+                scores.append(_scores(img, t))
+                if len(item.hints) <= 1:
+                    kept[which, len(item.hints)] = img[grid]
+    # Counts start at 0 (hints.CURVE): the automatic output, and gray for IDW, are at hand.
+    loc = ({which: locality(kept[which, 0], kept[which, 1], t[grid], full.hints[0][2]) for which in ("network", "idw")}
+           if 1 in counts else {})
+    return CurveScore(name, truth.width, truth.height, side, _scores(gray01, t), network, idw, loc)
 
 
 def hint_curve(data_dir: Path, model: str | os.PathLike | None, device: Device, hints: int, seed: int,
@@ -221,7 +276,7 @@ def hint_curve(data_dir: Path, model: str | os.PathLike | None, device: Device, 
     """Score the model given 0 to `hints` simulated hints on every photo of `data_dir` (A|B
     pairs or colour photos, `evaluate.model_photos`), one photo at a time.
 
-    `model`: a run folder or .safetensors checkpoint; None for the bundled model.
+    `model`: a bundled model's name, a run folder or a .safetensors checkpoint; None for the default bundled model.
     """
     paths, layout = model_photos(data_dir)
     colorizer = Colorizer.load(model, device=device)

@@ -9,9 +9,18 @@ generator reads hints as HINT_PLANES extra input planes at its working size (`pl
   the network;
 - the same mean with each weight also multiplied by how alike the pixel's lightness is to the
   hinted pixel's (a Gaussian of their L* difference, LIGHTNESS_SIGMA): a blue hint in the sky
-  then reaches the far sky more than the dark rocks beside it. The network's output is a
-  correction of this plane (`model.UNet`): it starts from a guess that already fills the
-  photo and learns where edges and objects should stop it.
+  then reaches the far sky more than the dark rocks beside it;
+- each pixel's reach: how surely some hint speaks for it, 1 - prod_k (1 - r_k), where r_k is
+  a Gaussian of the distance to hint k (sigma REACH_SIDE x sqrt(H W) of the working copy):
+  1 on a hint, 0 far from every hint and where there is none. Distance alone: times the
+  lightness likeness, a hint on a highlight of a shiny red tank reached no pixel beside it, and
+  the tank stayed gray; where edges stop a colour is the network's to learn.
+The network's output is a correction of the lightness-aware mean times the reach
+(`model.UNet`): near a hint it starts from the hint's colour, far from all hints from no
+colour, as in automatic mode. The plain means reach every pixel whatever the distance (with
+one hint, the whole photo is its colour), so a guess built on them alone made one hint colour
+the whole photo. Generators from before the reach plane (`ModelConfig.local_hints` False)
+read the first OLD_PLANES planes and correct the mean itself.
 All planes zero is automatic mode, so one checkpoint colorizes with hints and without.
 
 Only the hint's chroma (CIELAB a*, b*) is used; the photo keeps its own lightness. Training
@@ -43,10 +52,16 @@ from colorize_cli.errors import UserError, one_line
 if TYPE_CHECKING:
     import torch
 
-HINT_PLANES = 7  # a*, b* over the hint patches, their mask, the inverse-distance a*b*, the lightness-aware one
+HINT_PLANES = 8  # a*, b* over the hint patches, their mask, the inverse-distance a*b*, the lightness-aware one, reach
+OLD_PLANES = 7  # what a generator from before the reach plane reads
 IDW = slice(3, 5)  # the plain inverse-distance a*b*: `colorize evaluate --hints`'s baseline
-GUESS = slice(5, 7)  # the lightness-aware plane, which the network's output corrects
+GUESS = slice(5, 7)  # the lightness-aware plane, which the network's output corrects (times REACH)
+REACH = slice(7, 8)
 LIGHTNESS_SIGMA = 10.0  # L* units: on 60 beach test photos with 20 hints, 28.09 dB against 26.44 without
+REACH_SIDE = 0.08  # a hint's reach: sigma of its Gaussian, as a share of sqrt(H * W) of the working copy
+# How far a hint may change the photo at all (`given_reach`, `Colorizer.predict`): twice the
+# reach the network reads. Beyond it a photo is as without hints.
+EFFECT_SIDE = 2 * REACH_SIDE
 HINT_SIDE = 3  # working pixels on a side of a given hint's patch
 TRAIN_SIDES = (1, 3, 5)  # a simulated hint's patch side, uniform among these
 NO_HINT_SHARE = 0.5  # training photos given no hint at all (automatic mode)
@@ -238,10 +253,12 @@ def hint_ab(rgb: Sequence[tuple[int, int, int]]) -> torch.Tensor:
 
 
 def spreads(xy: torch.Tensor, ab: torch.Tensor, valid: torch.Tensor, lightness: torch.Tensor) -> torch.Tensor:
-    """(B, 4, H, W): the hints spread over the images, two ways in one pass over the hints.
+    """(B, 5, H, W): the hints spread over the images, in one pass over the hints.
     Planes 0-1: at each pixel the mean a*b* of the valid hints, weighted 1 / (1 + d^2) by the
     squared distance d^2 in pixels to each (0 where an image has no hint); planes 2-3: the same
-    with each weight also times a Gaussian of the pixel's L* difference from the hinted pixel's.
+    with each weight also times a Gaussian of the pixel's L* difference from the hinted pixel's;
+    plane 4: the reach, 1 - prod_k (1 - Gaussian(d, REACH_SIDE)): distance alone, since a hint
+    on a highlight or a shadow would otherwise reach only pixels of its own lightness.
     `xy` (B, K, 2) are pixel coordinates (x, y), `ab` (B, K, 2), `valid` (B, K), `lightness`
     (B, 1, H, W) the network's L* input (L* / 50 - 1)."""
     import torch
@@ -251,16 +268,41 @@ def spreads(xy: torch.Tensor, ab: torch.Tensor, valid: torch.Tensor, lightness: 
     xs = torch.arange(width, device=xy.device, dtype=xy.dtype).reshape(1, 1, width)
     num = torch.zeros(b, 4, height, width, device=xy.device, dtype=xy.dtype)
     den = torch.zeros(b, 2, height, width, device=xy.device, dtype=xy.dtype)
+    unreached = torch.ones(b, height, width, device=xy.device, dtype=xy.dtype)
     light = (lightness[:, 0].float() + 1) * 50
     at = xy.round().long()
     hinted = light.reshape(b, -1).gather(1, at[..., 1].clamp(0, height - 1) * width + at[..., 0].clamp(0, width - 1))
     for k in range(xy.shape[1]):  # one hint at a time: a few (B, H, W) temporaries, not (B, K, H, W)
-        near = valid[:, k, None, None] / (1 + (xs - xy[:, k, 0, None, None]) ** 2 + (ys - xy[:, k, 1, None, None]) ** 2)
-        alike = near * torch.exp((light - hinted[:, k, None, None]) ** 2 / (-2 * LIGHTNESS_SIGMA**2))
-        w = torch.stack([near, alike], 1)  # (B, 2, H, W)
+        d2 = (xs - xy[:, k, 0, None, None]) ** 2 + (ys - xy[:, k, 1, None, None]) ** 2
+        near = valid[:, k, None, None] / (1 + d2)
+        like = torch.exp((light - hinted[:, k, None, None]) ** 2 / (-2 * LIGHTNESS_SIGMA**2))
+        w = torch.stack([near, near * like], 1)  # (B, 2, H, W)
         den += w
         num += (w[:, :, None] * ab[:, k, None, :, None, None]).flatten(1, 2)
-    return num / den.repeat_interleave(2, 1).clamp_min(1e-30)
+        unreached *= 1 - valid[:, k, None, None] * _reached(d2, height, width, REACH_SIDE)
+    return torch.cat([num / den.repeat_interleave(2, 1).clamp_min(1e-30), (1 - unreached)[:, None]], 1)
+
+
+def _reached(d2: torch.Tensor, height: int, width: int, side: float) -> torch.Tensor:
+    """A hint's reach at squared distances `d2` (working pixels) in a height x width image: a
+    Gaussian of sigma `side` x sqrt(height x width), 1 on the hint."""
+    import torch
+
+    return torch.exp(-d2 / (2 * side**2 * height * width))
+
+
+def given_reach(hints: Sequence[tuple[float, float, tuple[int, int, int]]], height: int, width: int,
+                side: float = EFFECT_SIDE) -> torch.Tensor:
+    """(1, 1, H, W): 1 - prod_k (1 - reach of hint k), for hints already placed in working
+    pixels, (x, y, rgb) each; 0 everywhere without hints."""
+    import torch
+
+    ys = torch.arange(height, dtype=torch.float32).reshape(height, 1)
+    xs = torch.arange(width, dtype=torch.float32).reshape(1, width)
+    unreached = torch.ones(height, width)
+    for x, y, _ in hints:
+        unreached *= 1 - _reached((xs - x) ** 2 + (ys - y) ** 2, height, width, side)
+    return (1 - unreached)[None, None]
 
 
 def planes(xy: torch.Tensor, ab: torch.Tensor, valid: torch.Tensor, side: torch.Tensor,

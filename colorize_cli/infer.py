@@ -51,7 +51,7 @@ OutputFormat = Literal["png", "keep"]
 class InferConfig:
     """`colorize infer`'s options (IN and OUT are `run`'s own arguments)."""
 
-    model: Path | None = None  # a run folder or .safetensors file; None: the bundled model
+    model: str | None = None  # a bundled model's name, a run folder or a .safetensors file; None: the default bundled model
     size: int | None = None  # working size; None: the model's training size
     recursive: bool = False
     format: OutputFormat = "png"

@@ -4,7 +4,8 @@ get (luma locked to the gray, rounded as `colorize infer` rounds), so the scores
 colorizer has to clear.
 
 Epochs are ranked by `selection_score`: mean CIEDE2000, raised in proportion where the photos
-come out less colourful than COLORFUL_ENOUGH times the truth. L1, PSNR or CIEDE2000 alone
+come out less colourful than the run's `--colorfulness` (COLORFUL_ENOUGH unless given) times
+the truth. L1, PSNR or CIEDE2000 alone
 reward a model that paints every uncertain pixel gray or brown (the gray photo itself beats
 most colour guesses on them); the colourfulness term does not. The best epoch is the latest
 one not clearly worse than the lowest-scoring one (`Pick`): the lowest of many scorings on a
@@ -26,8 +27,8 @@ from colorize_cli.device import autocast_bf16
 from colorize_cli.model import MAX_GAIN, UNet
 
 EVAL_BATCH = 16
-COLORFUL_ENOUGH = 0.8  # colourfulness ratio (the model's mean over the truth's) below which the score rises
-MARGIN_SE = 2.0  # standard errors above COLORFUL_ENOUGH that a gain calibrated on held-out photos aims
+COLORFUL_ENOUGH = 0.8  # colourfulness ratio (the model's mean over the truth's) below which the score rises, by default
+MARGIN_SE = 2.0  # standard errors above the target that a gain calibrated on held-out photos aims
 
 
 @torch.no_grad()
@@ -93,14 +94,14 @@ def _colorize_all(g: UNet, photos: Pairs, space: str, device: torch.device) -> t
     return torch.from_numpy(np.stack(preds)).permute(0, 3, 1, 2).to(device)
 
 
-def selection_score(scores: dict[str, float]) -> float:
-    """Lower is better: mean CIEDE2000 / min(1, colourfulness ratio / COLORFUL_ENOUGH). A model
-    as colourful as the truth is judged by its colour error alone; one at half the truth's
-    colourfulness has its error counted 1.6 times; the gray photo's is infinite."""
+def selection_score(scores: dict[str, float], enough: float = COLORFUL_ENOUGH) -> float:
+    """Lower is better: mean CIEDE2000 / min(1, colourfulness ratio / `enough`). A model at
+    `enough` of the truth's colourfulness or more is judged by its colour error alone; one at
+    half of `enough` has its error counted twice; the gray photo's is infinite."""
     ratio = scores["colorfulness"]
     if not ratio > 0:  # gray, or a truth without colour (NaN): only the colour error is left
         return scores["ciede2000"] if math.isnan(ratio) else math.inf
-    return scores["ciede2000"] / min(1.0, ratio / COLORFUL_ENOUGH)
+    return scores["ciede2000"] / min(1.0, ratio / enough)
 
 
 CLEARLY = 2.0  # standard errors by which an epoch must be worse than the lowest-scoring one to lose
@@ -138,9 +139,10 @@ def colorfulness_stats(g: UNet, photos: Pairs, space: str, device: torch.device)
     return _colour_stats(_colorize_all(g, photos, space, device), photos.color.to(device))
 
 
-def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device, margin: float = 0.0) -> float:
+def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device, margin: float = 0.0,
+                   target: float = COLORFUL_ENOUGH) -> float:
     """The chroma gain (UNet.chroma_gain, at least 1) that brings G's output on `photos`
-    (never the test split) to COLORFUL_ENOUGH times the truth's colourfulness: the least colour
+    (never the test split) to `target` times the truth's colourfulness: the least colour
     the selection score does not charge for, since every step beyond it costs error where a hue
     is wrong (on the beach photos, gain 1.4 instead of 1.2 cost 0.4 dB).
 
@@ -160,19 +162,20 @@ def calibrate_gain(g: UNet, photos: Pairs, space: str, device: torch.device, mar
         if not ratio > 0:  # gray output or gray truths: nothing to calibrate against
             break
         low = ratio - margin * se if margin and math.isfinite(se) else ratio  # what new photos may come to
-        scale = min(COLORFUL_ENOUGH / low if low > 0 else math.inf, 1.0 / ratio)
+        scale = min(target / low if low > 0 else math.inf, 1.0 / ratio)
         gain = min(max(gain * scale, 1.0), MAX_GAIN)
     g.chroma_gain = gain
     return gain
 
 
-def evaluate_photos(g: UNet, photos: Pairs, space: str, device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
+def evaluate_photos(g: UNet, photos: Pairs, space: str, device: torch.device,
+                    enough: float = COLORFUL_ENOUGH) -> tuple[dict[str, float], torch.Tensor]:
     """`_scores` of `photos` (the test split, the validation photos) on the 8-bit images a user
     would get, and each photo's share of the selection score (their mean is it): its CIEDE2000
     counted up as selection_score counts up the mean."""
     scores, ciede = _photo_scores(_colorize_all(g, photos, space, device), photos.color)
     mean = scores["ciede2000"]
-    return scores, ciede * (selection_score(scores) / mean if mean > 0 else 1.0)
+    return scores, ciede * (selection_score(scores, enough) / mean if mean > 0 else 1.0)
 
 
 def gray_baseline(test: Pairs) -> dict[str, float]:

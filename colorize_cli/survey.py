@@ -69,7 +69,7 @@ class SurveyConfig:
     """How a study is drawn from the test photos (all recorded in study.json): `colorize survey
     build`'s options (DATA and --out are `build_study`'s own arguments)."""
 
-    model: Path | None = None  # a run folder or .safetensors file; None: the bundled model
+    model: str | None = None  # a bundled model's name, a run folder or a .safetensors file; None: the default bundled model
     n: int = 24  # scored trials
     exposure: float = 5.0  # seconds both photos are shown
     seed: int = 0  # photo choice, trial order and sides

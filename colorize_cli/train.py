@@ -62,7 +62,7 @@ from colorize_cli.model import ModelConfig, PatchGAN, UNet, build
 from colorize_cli.pairs import PrepConfig, native_size
 from colorize_cli.processes import Dist, StopFlag, catch_stop, cpu_threads, start_processes
 from colorize_cli.runlog import Reporter, RunLog, RunSummary, console, read_metrics, sample_sheet
-from colorize_cli.scoring import MARGIN_SE, Pick, calibrate_gain, evaluate_photos, gray_baseline, selection_score
+from colorize_cli.scoring import COLORFUL_ENOUGH, MARGIN_SE, Pick, calibrate_gain, evaluate_photos, gray_baseline, selection_score
 from colorize_cli.terminal import format_duration, plural, skipped
 
 # The original project's recipe (its report): RGB in and out as its Keras model had, one photo
@@ -110,6 +110,10 @@ class TrainConfig:
     gan_weight: float = 0.0  # of the adversarial loss; 0: L1 alone, no discriminator steps (see the README)
     l1_weight: float = 100.0
     chroma_gain: bool = True  # calibrate the generator's chroma gain at each scoring
+    # The share of the truth's colourfulness the gain aims at and below which the selection score
+    # charges: 0.8 for beach photos, whose colours are predictable; everyday photos' are far less
+    # so, and each step of gain past what the network is sure of costs colour error there.
+    colorfulness: float = COLORFUL_ENOUGH
     # DATA's training photos held out (at most data.HOLD_OUT_SHARE of them, none where that is
     # under HOLD_OUT_MIN): they pick the best epoch and calibrate the gain. 0: the test split
     # picks, training photos calibrate.
@@ -165,6 +169,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise UserError(f"--also {more}: no such folder (expected a prep output or a folder of photos)")
     if not 0 < cfg.crop_min <= 1:
         raise UserError(f"--crop-min must be above 0 and at most 1, got {cfg.crop_min}")
+    if not 0 < cfg.colorfulness <= 1:
+        raise UserError(f"--colorfulness must be above 0 and at most 1, got {cfg.colorfulness}")
     if not cfg.checkpoint_every >= 0:
         raise UserError(f"--checkpoint-every must be 0 or more seconds, got {cfg.checkpoint_every}")
     if not cfg.lr > 0 or not cfg.l1_weight >= 0 or not cfg.gan_weight >= 0:
@@ -886,15 +892,15 @@ def end_epoch(nets: Nets, scoring: Scoring, run: RunState, log: RunLog, reporter
     validation photos (their selection score picks the best, noted in `run`) and on the test
     split, the sample sheet, the epoch's row shown and recorded. Whether the epoch is the best,
     and whether --patience says to stop. Training goes on at gain 1."""
-    test = scoring.test
+    test, enough = scoring.test, scoring.cfg.colorfulness
     if scoring.calibration is not None:
         margin = MARGIN_SE if scoring.val else 0.0  # held-out photos, or training photos it has learnt
-        run.chroma_gain = calibrate_gain(nets.g, scoring.calibration, nets.space, nets.device, margin)
-    scores, test_shares = evaluate_photos(nets.g, test, nets.space, nets.device)
-    val, val_shares = evaluate_photos(nets.g, scoring.val, nets.space, nets.device) if scoring.val else ({}, None)
-    row = {**row, **{f"test_{k}": v for k, v in scores.items()}, "test_score": selection_score(scores),
+        run.chroma_gain = calibrate_gain(nets.g, scoring.calibration, nets.space, nets.device, margin, enough)
+    scores, test_shares = evaluate_photos(nets.g, test, nets.space, nets.device, enough)
+    val, val_shares = evaluate_photos(nets.g, scoring.val, nets.space, nets.device, enough) if scoring.val else ({}, None)
+    row = {**row, **{f"test_{k}": v for k, v in scores.items()}, "test_score": selection_score(scores, enough),
            **{f"val_{k}": val.get(k, math.nan) for k in ("ciede2000", "colorfulness")},
-           "val_score": selection_score(val) if val else math.nan, "chroma_gain": run.chroma_gain,
+           "val_score": selection_score(val, enough) if val else math.nan, "chroma_gain": run.chroma_gain,
            **{f"gray_{k}": v for k, v in log.gray.items()}}
     score, shares = (row["val_score"], val_shares) if val else (row["test_score"], test_shares)
     pick = Pick(run.best_score, run.best_shares)

@@ -1,7 +1,7 @@
 """Start `colorize app` on a photo, give it colour hints in headless Chromium and save a
 screenshot of the page (the picture of the app in the README):
 
-    python examples/app_screenshot.py PHOTO OUT.png --model RUN_OR_FILE \\
+    python examples/app_screenshot.py PHOTO OUT.png --model MODEL \\
         --hint 0.25,0.8,#d8b070 --hint 0.5,0.2,#4a90d0 --split 35
 
 Hints are written as `colorize infer --hint` takes them: pixels of the upright photo, or shares
@@ -30,7 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("photo", type=Path)
     parser.add_argument("out", type=Path, help="the screenshot, a .png")
-    parser.add_argument("--model", type=Path, help="a run folder or .safetensors file (default: the bundled model)")
+    parser.add_argument("--model", help="a bundled model's name, a run folder or a .safetensors file "
+                        "(default: the default bundled model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--hint", action="append", default=[], type=parse_hint, help="X,Y,COLOUR (repeatable)")
     parser.add_argument("--split", type=int, default=0, help="share of the photo shown gray, in percent")

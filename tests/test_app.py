@@ -12,6 +12,7 @@ import queue
 import socket
 import threading
 import webbrowser
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image
 
 from clirun import run_cli
 from localweb import browser_or_skip, get_with_host, serving
-from colorize_cli.app import MAX_HINTS, MAX_UPLOAD, PREVIEW_QUALITY, AppServer, Session
+from colorize_cli.app import MAX_HINTS, MAX_UPLOAD, PREVIEW_QUALITY, AppServer, Session, encode
 from colorize_cli.browser import launch, recoloured
 from colorize_cli.checkpoint import save_checkpoint
 from colorize_cli.colorizer import Colorizer
@@ -137,6 +138,29 @@ def test_a_photo_recolours_and_downloads_exactly_what_colorize_gives(server, mod
                              "--hints", tmp_path / "hints.json")
     assert code == 0, err
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), pixels(png))
+
+
+def test_a_large_photo_is_shown_at_screen_size_and_downloads_at_full_size(colorizer, monkeypatch):
+    """Past PREVIEW_SIDE on its long side, the page's before and after are scaled down to it (the
+    network's output composed under the smaller gray); the PNG download stays full size and
+    exactly what colorize gives."""
+    monkeypatch.setattr("colorize_cli.app.PREVIEW_SIDE", 40)
+    photo = picture(100, 75)
+    with serving(AppServer(Session(colorizer), port=0)) as srv:
+        status, meta = upload(srv, encode(photo, "PNG"))
+        pid = meta["id"]
+        assert status == 201 and (meta["width"], meta["height"]) == (100, 75)  # hints stay in full-size pixels
+        _, gray, _ = call(srv, "GET", f"/api/photos/{pid}/gray.jpg")
+        status, preview = hinted(srv, pid, "colorized.jpg", HINTS[:1])
+        status_png, png = hinted(srv, pid, "colorized.png", HINTS[:1])
+    assert pixels(gray).shape == pixels(preview).shape == (30, 40, 3) and status == status_png == 200
+    assert np.array_equal(pixels(png), np.asarray(colorizer.colorize(photo, AS_HINTS[:1])))
+    small = photo.convert("L").resize((40, 30), Image.Resampling.LANCZOS)
+    item = colorizer.prepare(photo, AS_HINTS[:1])
+    want = colorizer.finish(replace(item, gray=small), colorizer.predict([item])[0])
+    want_jpeg = io.BytesIO()
+    want.save(want_jpeg, "JPEG", quality=PREVIEW_QUALITY)
+    assert np.array_equal(pixels(preview), pixels(want_jpeg.getvalue()))
 
 
 def test_the_page_is_served_offline_with_a_strict_policy(server, colorizer):
@@ -391,8 +415,8 @@ def test_a_taken_port_is_one_line(model, capsys):
 
 
 class FollowsHints(torch.nn.Module):
-    """A stand-in generator that makes no correction to the hints' lightness-aware spread
-    (`hints.GUESS`, what a real generator's output is added to) and leaves a photo without hints
+    """A stand-in generator that outputs the hints' lightness-aware spread (`hints.GUESS`, which a
+    real generator's output is added to where the hints reach) and leaves a photo without hints
     gray: an untrained network moves colours in no particular direction, and the page test
     checks which way they go."""
 
@@ -428,10 +452,10 @@ def rendered(page, action) -> np.ndarray:  # noqa: ANN001 - Playwright's page
     return mean_rgb(page, 40, 60, 2)
 
 
-def spot(page, x: int, y: int) -> dict[str, float]:  # noqa: ANN001 - Playwright's page
-    """Where pixel (x, y) of the 160x120 photo is shown, from the frame's top-left corner."""
+def spot(page, x: int, y: int, size: tuple[int, int] = (160, 120)) -> dict[str, float]:  # noqa: ANN001 - Playwright's page
+    """Where pixel (x, y) of the photo (160x120 unless `size` says) is shown, from the frame's top-left corner."""
     box = page.locator("#frame").bounding_box()
-    return {"x": (x + 0.5) * box["width"] / 160, "y": (y + 0.5) * box["height"] / 120}
+    return {"x": (x + 0.5) * box["width"] / size[0], "y": (y + 0.5) * box["height"] / size[1]}
 
 
 def test_guided_colorization_in_headless_chromium(tmp_path):
@@ -543,6 +567,84 @@ def test_guided_colorization_in_headless_chromium(tmp_path):
     assert hints == [Hint(100.0, 30.0, (255, 0, 0)), Hint(130.0, 100.0, (0, 0, 255))]
     expected = stand_in.colorize(open_image(path), hints)
     assert np.array_equal(np.asarray(Image.open(saved["street-colorized.png"]).convert("RGB")), np.asarray(expected))
+
+
+def opened(browser, srv: AppServer, path: Path):  # noqa: ANN001, ANN201 - Playwright's objects
+    """A new page of the app at `srv` with the photo at `path` opened and shown colorized."""
+    page = browser.new_page()
+    page.goto(srv.url)
+    page.wait_for_selector("#model:has-text('model')")
+    recoloured(page, lambda: page.set_input_files("#file", str(path)))
+    return page
+
+
+class Gradient(torch.nn.Module):
+    """A stand-in generator whose colour runs from magenta (a* > 0) on the left to green on the
+    right, whatever the hints: where the page reads the model's colour matters."""
+
+    def forward(self, x: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        a = torch.linspace(0.4, -0.4, x.shape[-1], dtype=x.dtype).expand(x.shape[0], 1, *x.shape[2:])
+        return torch.cat([a, torch.zeros_like(a)], 1)
+
+
+def test_the_picker_starts_at_the_models_colour_on_a_photo_shown_scaled_down(tmp_path, monkeypatch):
+    """A photo larger than PREVIEW_SIDE is shown scaled down: a click at a pixel of the photo
+    starts the picker at the colour shown there, read at that place of the smaller picture."""
+    sync_api = browser_or_skip()
+    monkeypatch.setattr("colorize_cli.app.PREVIEW_SIDE", 40)
+    stand_in = Colorizer(Gradient(), CFG, torch.device("cpu"), source="gradient")
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (160, 120), (128, 128, 128)).save(path)
+    with serving(AppServer(Session(stand_in), port=0)) as srv, sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = opened(browser, srv, path)
+            preview = shown(page)
+            picked = []
+            for x in (10, 150):
+                recoloured(page, lambda: page.click("#frame", position=spot(page, x, 60)))
+                value = page.input_value("#hint-color")
+                picked.append(np.array([int(value[i:i + 2], 16) for i in (1, 3, 5)]))
+        finally:
+            browser.close()
+    assert preview.shape == (30, 40, 3)
+    for x, colour in zip((10, 150), picked):
+        assert np.abs(colour - preview[15, int((x + 0.5) * 40 / 160)].astype(int)).max() <= 1
+    assert picked[0][0] - picked[0][1] > 40 and picked[1][1] - picked[1][0] > 20  # magenta, then green
+
+
+TANK, HINT_RED = (466, 185), "#c01818"  # the red tank of scikit-image's stereo_motorcycle (741x500)
+FLOOR = (slice(400, 475), slice(37, 185))  # the gray concrete floor at its bottom left, 400 px from the tank
+FLOOR_CHANGE = 3.0  # mean CIEDE2000: "a few units", below what a person notices side by side
+
+
+def test_one_hint_colours_its_object_and_leaves_a_distant_region_as_it_was(tmp_path):
+    """The bundled general model in the app: a red hint on the motorcycle's tank turns the tank
+    red, and the gray floor far from it stays within a few CIEDE2000 of what it was (the beach
+    model turned it by 14.5: its hints coloured the whole photo)."""
+    from skimage import data
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    sync_api = browser_or_skip()
+    photo = Image.fromarray(data.stereo_motorcycle()[0])
+    path = tmp_path / "motorcycle.png"
+    photo.save(path)
+    with serving(AppServer(Session(Colorizer.load(None, "cpu")), port=0)) as srv, sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = opened(browser, srv, path)
+            before = shown(page)
+            recoloured(page, lambda: page.click("#frame", position=spot(page, *TANK, photo.size)))
+            recoloured(page, lambda: page.fill("#hint-color", HINT_RED))
+            after = shown(page)
+        finally:
+            browser.close()
+    lab_before, lab_after = (rgb2lab(img / 255.0) for img in (before, after))
+    red = rgb2lab(np.array([[[int(HINT_RED[i:i + 2], 16) for i in (1, 3, 5)]]]) / 255.0)
+    tank = (slice(TANK[1] - 5, TANK[1] + 6), slice(TANK[0] - 5, TANK[0] + 6))
+    to_red = [float(deltaE_ciede2000(lab[tank], red).mean()) for lab in (lab_before, lab_after)]
+    assert to_red[1] < to_red[0] - 10, to_red
+    assert float(deltaE_ciede2000(lab_before[FLOOR], lab_after[FLOOR]).mean()) < FLOOR_CHANGE
 
 
 DROP = """([names, payloads]) => {

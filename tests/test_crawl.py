@@ -538,7 +538,7 @@ def test_help_has_no_line_broken_early(capsys, monkeypatch, command, columns):
 def test_the_top_level_help_names_every_command(capsys, monkeypatch):
     lines = render_help(capsys, monkeypatch, 80)
     names = sorted(get_command(app).commands)
-    assert names == ["app", "crawl", "demo", "evaluate", "infer", "prep", "survey", "train"]
+    assert names == ["app", "crawl", "demo", "evaluate", "infer", "models", "prep", "survey", "train"]
     summary = " ".join(ln.strip() for ln in lines[: next(i for i, ln in enumerate(lines) if ln.startswith("╭"))])
     listed = [ln.split()[1] for ln in lines[next(i for i, ln in enumerate(lines) if ln.startswith("╭─ Commands")):]
               if re.match(r"│ \w", ln)]

@@ -638,6 +638,44 @@ def test_hint_curve_on_colour_photos_at_full_resolution(curve_data, tmp_path, ca
     assert float(rows[0]["network_psnr"]) == pytest.approx(want["psnr"], rel=1e-7)  # the CSV's 8 digits
 
 
+def test_locality_is_the_pull_toward_the_hint_where_the_truth_has_its_colour_and_where_not() -> None:
+    """A photo half red, half blue, and a red hint: pixels that came from gray to the hint's
+    colour were pulled by the whole distance |a*b*| of the red; those left as they were, not at all."""
+    from skimage.color import rgb2lab
+
+    from colorize_cli.hintcurve import locality, locality_grid
+
+    assert locality_grid(3000, 4000) == (slice(None, None, 4),) * 2  # 12 MP: every 4th pixel, 750 x 1000
+    assert locality_grid(768, 1024) == (slice(None, None, 1),) * 2
+
+    red, blue = (200, 40, 40), (40, 60, 200)
+    truth = np.zeros((8, 10, 3))
+    truth[:, :5], truth[:, 5:] = np.array(red) / 255, np.array(blue) / 255
+    gray = np.full_like(truth, 0.5)
+    red_ab = np.hypot(*(rgb2lab(np.array([[red]]) / 255) - rgb2lab(gray[:1, :1]))[0, 0, 1:])  # gray's a*b*: ~1e-4
+    local = np.where(np.arange(10)[None, :, None] < 5, np.array(red) / 255, gray)
+    assert locality(gray, local, truth, red) == pytest.approx({"near": red_ab, "far": 0.0}, abs=1e-9)
+    everywhere = np.broadcast_to(np.array(red) / 255, truth.shape)  # what IDW does with one hint
+    assert locality(gray, everywhere, truth, red) == pytest.approx({"near": red_ab, "far": red_ab}, abs=1e-9)
+    far_only = locality(gray, local, truth, (20, 200, 20))  # a green hint: no pixel's truth is green
+    assert math.isnan(far_only["near"]) and far_only["far"] < 0  # the red moved away from green
+
+
+def test_hint_curve_reports_one_hints_locality_next_to_idw(curve_data, capsys):
+    """IDW with one hint paints the photo: its pull is as large where the truth has another colour
+    as where it has the hint's. The JSON, and the line under the table, carry both sides."""
+    r = curve([curve_data["pairs"], "--model", curve_data["model"], "--hints", 2], capsys)
+    loc = r["locality"]
+    assert set(loc) == {"network", "idw"} and set(loc["idw"]) == {"near", "far"}
+    assert loc["idw"]["far"] > 0 and all(v is None or math.isfinite(v) for side in loc.values() for v in side.values())
+    code, out, err = cli(["evaluate", str(curve_data["pairs"]), "--model", str(curve_data["model"]), "--hints", "2",
+                          "--device", "cpu"], capsys)
+    assert code == 0, err
+    line = " ".join(out.split())
+    assert "one hint's pull toward its colour (a*b*), where the truth is that colour (within 10) / another (30 or more " \
+           f"away): net {loc['network']['near']:.1f} / {loc['network']['far']:.1f}" in line
+
+
 def test_hint_curve_table_and_plot(curve_data, tmp_path, capsys):
     from colorize_cli.hintcurve import PANEL
 
@@ -646,7 +684,7 @@ def test_hint_curve_table_and_plot(curve_data, tmp_path, capsys):
     code, out, err = cli([*map(str, args)], capsys)
     assert code == 0, err
     assert out.startswith("hint curve: 3 A|B pairs, seed 0")
-    assert [line.split()[0] for line in out.splitlines() if line.strip()[:1].isdigit()] == ["0", "1", "2"]
+    assert [line.split()[0] for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()] == ["0", "1", "2"]
     assert "gray photo: PSNR" in out and "IDW: the hints' inverse-distance-weighted a*b*" in " ".join(out.split())
     assert f"hint curve drawn to {plot}" in " ".join(err.split())
     with Image.open(plot) as img:

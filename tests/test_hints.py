@@ -5,6 +5,7 @@ hints placed on the working copy (EXIF rotation included), and `colorize infer -
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 import re
 import subprocess
@@ -20,9 +21,11 @@ from clirun import run_cli
 from colorize_cli.checkpoint import load_generator, save_checkpoint
 from colorize_cli.color import AB_SCALE, rgb_to_lab
 from colorize_cli.colorizer import Colorizer, Prepared
+from colorize_cli.device import autocast_bf16
 from colorize_cli.errors import UserError
-from colorize_cli.hints import (GUESS, HINT_PLANES, HINT_SIDE, IDW, LIGHTNESS_SIGMA, Hint, given_planes, hint_ab,
-                                hints_json, match_photos, parse_color, parse_hint, planes, read_hints_file, simulate)
+from colorize_cli.hints import (GUESS, HINT_PLANES, HINT_SIDE, IDW, LIGHTNESS_SIGMA, OLD_PLANES, REACH, REACH_SIDE, Hint,
+                                given_planes, hint_ab, hints_json, match_photos, parse_color, parse_hint, planes,
+                                read_hints_file, simulate)
 from colorize_cli.imageio import open_image
 from colorize_cli.model import ModelConfig, UNet, init_weights
 from colorize_cli.train import Nets, TrainConfig
@@ -228,7 +231,7 @@ def one(x: float, y: float, ab: tuple[float, float], side: int, height: int = 4,
 def test_a_one_pixel_hint_marks_only_its_pixel_and_fills_both_spread_planes() -> None:
     torch.manual_seed(0)
     p = one(2, 1, (0.25, -0.5), side=1, lightness=torch.rand(1, 1, 4, 5) * 2 - 1)
-    assert p.shape == (HINT_PLANES, 4, 5) == (7, 4, 5)
+    assert p.shape == (HINT_PLANES, 4, 5) == (8, 4, 5)
     expected = torch.zeros(3, 4, 5)
     expected[:, 1, 2] = torch.tensor([0.25, -0.5, 1.0])
     assert torch.equal(p[:3], expected)
@@ -297,6 +300,26 @@ def test_the_guess_plane_weighs_each_hint_by_how_alike_the_lightness_is() -> Non
     torch.testing.assert_close(p[GUESS, 0], (w / w.sum(0)).float(), **F32_EXP)
 
 
+def test_the_reach_is_one_on_a_hint_and_fades_with_distance_alone() -> None:
+    """Reach = 1 - prod_k (1 - r_k), r_k = exp(-d^2 / (2 s^2)), s = REACH_SIDE x sqrt(H W)
+    working pixels: on a 12x12 photo whose right half is 25 L* darker, hints at (2, 3) and
+    (4, 3). The lightness does not enter (a hint on a highlight still reaches its object).
+    Checked against float64."""
+    light = torch.full((12, 12), 50.0, dtype=torch.float64)
+    light[:, 6:] = 25.0
+    p = planes(torch.tensor([[[2.0, 3.0], [4.0, 3.0]]]), torch.tensor([[[0.5, 0.0], [0.0, 0.5]]]),
+               torch.ones(1, 2, dtype=torch.bool), torch.tensor([[1, 1]]), (light / 50 - 1).float()[None, None])[0]
+    s2 = (REACH_SIDE * 12) ** 2
+    ys, xs = torch.meshgrid(torch.arange(12.0, dtype=torch.float64), torch.arange(12.0, dtype=torch.float64),
+                            indexing="ij")
+    r = [torch.exp(-((xs - x) ** 2 + (ys - 3) ** 2) / (2 * s2)) for x in (2, 4)]
+    torch.testing.assert_close(p[REACH.start], (1 - (1 - r[0]) * (1 - r[1])).float(), rtol=0, atol=1e-6)
+    assert p[REACH.start, 3, 2].item() == 1.0 and p[REACH.start, 3, 4].item() == 1.0
+    assert p[REACH.start, 3, 5] == p[REACH.start, 3, 1] > 0.5  # across the lightness step as far as before it
+    assert p[REACH.start, 11, 11].item() < 1e-6  # far away: nothing
+    assert given_planes([], torch.zeros(1, 1, 4, 4))[0, REACH].abs().max() == 0  # no hint reaches nothing
+
+
 def test_no_hints_give_all_zero_planes() -> None:
     assert torch.equal(given_planes([], torch.rand(1, 1, 6, 7)), torch.zeros(1, HINT_PLANES, 6, 7))
 
@@ -355,24 +378,51 @@ def test_all_zero_hint_planes_are_automatic_mode() -> None:
             assert torch.equal(net(x, torch.zeros(2, HINT_PLANES, 16, 16)), net(x))
 
 
-def test_the_chroma_gain_scales_only_photos_without_hints() -> None:
-    net = random_unet(ModelConfig(size=16, width=4))
+def at_gain(net: UNet, gain: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two random photos, a red hint at (5, 5) on the first: their input, their hint planes, and
+    the network's output at gain 1 and at `gain` (left at it)."""
     x = torch.rand(2, 1, 16, 16) * 2 - 1
     hints = torch.cat([given_planes([(5, 5, RED)], x[:1]), given_planes([], x[1:])])
     with torch.no_grad():
         raw = net(x, hints)
-        net.chroma_gain = 2.5
-        out = net(x, hints)
+        net.chroma_gain = gain
+        return x, hints, raw, net(x, hints)
+
+
+def test_the_chroma_gain_fades_to_one_where_hints_reach() -> None:
+    """The gain at each pixel is 1 + (gain - 1) x (1 - reach): the whole gain on a photo without
+    hints and far from every hint, none on a hint (reach 1), where the user's colour is wanted."""
+    _, hints, raw, out = at_gain(random_unet(ModelConfig(size=16, width=4)), 2.5)
     assert (raw[1].abs() * 2.5 > 1).any()  # the clamp at 1 is reached
+    assert torch.equal(out[1], (raw[1] * 2.5).clamp(-1, 1))
+    assert torch.equal(out[0], (raw[0] * (1 + 1.5 * (1 - hints[0, REACH]))).clamp(-1, 1))
+    assert torch.equal(out[0, :, 5, 5], raw[0, :, 5, 5])  # on the hint: reach 1, gain 1
+    far = hints[0, REACH.start] < 0.01
+    assert far.sum() > 100 and torch.allclose(out[0][:, far], (raw[0][:, far] * 2.5).clamp(-1, 1), atol=0.02)
+
+
+def test_a_generator_from_before_the_reach_keeps_its_gain_rule_and_reads_seven_planes() -> None:
+    """Checkpoints without `local_hints` (the beach model): gain 1 on any photo with a hint,
+    and the first OLD_PLANES planes read, the guess being the lightness-aware mean everywhere."""
+    cfg = ModelConfig.from_dict({k: v for k, v in ModelConfig(size=16, width=4).to_dict().items() if k != "local_hints"})
+    assert not cfg.local_hints and cfg.hint_channels == OLD_PLANES == 7
+    net = random_unet(cfg)
+    assert net.down[0].conv.in_channels == 1 + OLD_PLANES
+    x, hints, raw, out = at_gain(net, 2.5)
     assert torch.equal(out[0], raw[0])
     assert torch.equal(out[1], (raw[1] * 2.5).clamp(-1, 1))
+    with torch.no_grad():
+        net.out.conv.weight.zero_()
+        net.out.conv.bias.zero_()
+        net.chroma_gain = 1.0
+        assert torch.equal(net(x, hints)[0], hints[0, GUESS].clamp(-1, 1))  # the hint's colour everywhere
 
 
-def test_the_output_is_a_correction_of_the_guess_plane() -> None:
-    """Given hints, the generator's last layer adds to their lightness-aware spread (GUESS), the
-    sum clamped to [-1, 1]: with that layer zeroed the output is the GUESS plane itself, clamped;
-    with any weights it is the layer's output plus that plane. Without hints the layer's output
-    is all there is."""
+def test_the_output_is_a_correction_of_the_guess_plane_times_the_reach() -> None:
+    """Given hints, the generator's last layer adds to their lightness-aware spread (GUESS) times
+    their reach (REACH), the sum clamped to [-1, 1]: with that layer zeroed the output is that
+    guess itself, clamped; with any weights it is the layer's output plus the guess. Without
+    hints the layer's output is all there is."""
     net = random_unet(ModelConfig(size=16, width=4))
     torch.manual_seed(1)
     x = torch.rand(2, 1, 16, 16) * 2 - 1
@@ -384,12 +434,65 @@ def test_the_output_is_a_correction_of_the_guess_plane() -> None:
     with torch.no_grad():
         out = net(x, hints)
         assert last[-1].abs().max() > 0.1  # the layer adds something
-        assert torch.equal(out, (last[-1] + hints[:, GUESS]).clamp(-1, 1))
+        guess = hints[:, GUESS] * hints[:, REACH]
+        assert torch.equal(out, (last[-1] + guess).clamp(-1, 1))
         assert torch.equal(net(x), last[-1])  # no hints: the layer's own output
         net.out.conv.weight.zero_()
         net.out.conv.bias.zero_()
-        assert torch.equal(net(x, hints), hints[:, GUESS].clamp(-1, 1))
+        assert torch.equal(net(x, hints), guess.clamp(-1, 1))
         assert torch.equal(net(x), torch.zeros(2, 2, 16, 16))
+
+
+def test_far_from_every_hint_the_network_reads_what_it_reads_without_hints() -> None:
+    """The first layer reads the spreads times the reach: where no hint reaches, every hint
+    plane it reads is 0, as in automatic mode; the plain spreads would have told every pixel of
+    the photo the hint's colour."""
+    net = random_unet(ModelConfig(size=32, width=4))
+    x = torch.linspace(-0.2, 0.2, 32).expand(1, 1, 32, 32)  # a gentle ramp: the reach is about distance here
+    hints = given_planes([(4, 4, RED)], x)
+    read: list[torch.Tensor] = []
+    net.down[0].conv.register_forward_pre_hook(lambda module, args: read.append(args[0]))
+    with torch.no_grad():
+        net(x, hints)
+    planes_read = read[0][0, 1:]
+    reach = hints[0, REACH.start]
+    torch.testing.assert_close(planes_read[IDW.start:GUESS.stop], hints[0, IDW.start:GUESS.stop] * reach)
+    torch.testing.assert_close(planes_read[REACH], hints[0, REACH])
+    far = reach < 1e-9
+    assert far.sum() > 500 and planes_read[:, far].abs().max() == 0
+    assert hints[0, IDW.start][far].abs().min() > 0.1  # what the plain spread says there: the red
+
+
+def test_a_hint_changes_the_photo_only_where_it_reaches() -> None:
+    """Colorizer.predict: the automatic output plus the hints' reach (EFFECT_SIDE) times what the
+    hints changed. Where no hint reaches (reach 0 in float32) the output is the automatic one
+    exactly; on the hint, the network's own output with the hint. A generator from before the
+    reach (local_hints False) gets its hinted output everywhere."""
+    from colorize_cli.hints import EFFECT_SIDE, given_reach
+
+    cfg = ModelConfig(size=32, width=4)
+    colorizer = Colorizer(random_unet(cfg), cfg, torch.device("cpu"), size=32)
+    item = colorizer.prepare(flat(GREEN, 64, 64), [Hint(6.5, 6.5, RED)])  # working pixel (3, 3)
+    auto = colorizer.predict([replace(item, hints=())])[0]
+    out = colorizer.predict([item])[0]
+    x_in = colorizer.network_input([item])
+    with torch.no_grad(), autocast_bf16(x_in.device):  # as predict runs it
+        hinted = colorizer.net(x_in, given_planes(item.hints, x_in).contiguous(memory_format=torch.channels_last))[0].float()
+    reach = given_reach(item.hints, 32, 32)[0, 0]
+    assert EFFECT_SIDE == 2 * REACH_SIDE and reach.max() == 1
+    far = reach == 0
+    assert far.sum() > 100 and torch.equal(out[:, far], auto[:, far])  # the far corner
+    x, y = (round(v) for v in item.hints[0][:2])
+    torch.testing.assert_close(out[:, y, x], hinted[:, y, x])
+    torch.testing.assert_close(out, auto + reach * (hinted - auto))
+    assert (out - auto).abs()[:, reach > 0.5].mean() > 0.01  # the hint did change its surroundings
+    old = ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "local_hints"})
+    before_reach = Colorizer(random_unet(old), old, torch.device("cpu"), size=32)
+    item = before_reach.prepare(flat(GREEN, 64, 64), [Hint(6, 6, RED)])
+    x_in = before_reach.network_input([item])
+    with torch.no_grad(), autocast_bf16(x_in.device):
+        want = before_reach.net(x_in, given_planes(item.hints, x_in).contiguous(memory_format=torch.channels_last))[0]
+    torch.testing.assert_close(before_reach.predict([item])[0], want.float())
 
 
 def test_an_rgb_model_never_reads_hints() -> None:
@@ -450,7 +553,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         nets = Nets(TrainConfig(data="", out="", model=mcfg, lr=2e-3, seed=0), torch.device("cpu"))
         gen = torch.Generator().manual_seed(0)
         luma = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
-        for _ in range(200):
+        for _ in range(400):
             rgb = torch.rand(16, 3, 1, 1, generator=gen).expand(16, 3, 16, 16)
             gray = (rgb * luma).sum(1, keepdim=True)
             nets.train_step(gray.contiguous(memory_format=torch.channels_last),

@@ -7,6 +7,7 @@ import errno
 import io
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from colorize_cli import files
 from colorize_cli.errors import UserError
 from colorize_cli.imageio import MIN_SIDE
 from colorize_cli.canvas import Geometry
-from colorize_cli.colorizer import Colorizer, Prepared
+from colorize_cli.bundled import BUNDLED, DEFAULT, WEIGHTS
+from colorize_cli.colorizer import Colorizer, Prepared, resolve_model
 from colorize_cli.infer import InferConfig
 from colorize_cli.checkpoint import save_checkpoint
 from colorize_cli.model import ModelConfig, build
@@ -65,11 +67,46 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
     return run_cli(capsys, *args)
 
 
-def test_bundled_model_keeps_the_inputs_luminance_exactly() -> None:
+@pytest.mark.parametrize("name", [None, "general", "beach"])
+def test_bundled_models_keep_the_inputs_luminance_exactly(name: str | None) -> None:
     img = photo(61, 45)
-    out = Colorizer.load().colorize(img)
+    colorizer = Colorizer.load(name)
+    assert colorizer.source == str(WEIGHTS / f"{name or DEFAULT.name}.safetensors") and DEFAULT.name == "general"
+    assert colorizer.cfg.hints and colorizer.cfg.local_hints == (name != "beach")  # beach: from before the reach
+    out = colorizer.colorize(img)
     assert out.mode == "RGB" and out.size == img.size
     assert np.array_equal(luma(out), luma(img))
+
+
+def test_a_bundled_models_name_wins_over_a_folder_of_that_name(tmp_path: Path, run_dir: Path, monkeypatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`--model beach` is the bundled beach model even where ./beach is a run folder, which
+    ./beach names; `colorize models` lists every bundled model with what it was trained on."""
+    shutil.copytree(run_dir, tmp_path / "beach")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("beach") == WEIGHTS / "beach.safetensors"
+    assert resolve_model("./beach") == Path("beach") / "best.safetensors"
+    assert resolve_model(None) == WEIGHTS / "general.safetensors"
+    code, out, err = cli(capsys, "models")
+    assert code == 0, err
+    text = " ".join(out.split())
+    for b in BUNDLED:
+        assert f"{b.name}{' (default)' if b is DEFAULT else ''}: {b.path}" in text
+        assert f"trained on: {' '.join(b.trained_on.split())}" in text and b.script in text
+        assert (Path(__file__).parents[1] / b.script).is_file()
+    with pytest.raises(UserError, match="nosuch"):  # neither a name nor a file
+        Colorizer.load("nosuch")
+    photo(40, 30).save(tmp_path / "p.png")  # on the command line too: ./beach is the folder
+    code, _, err = cli(capsys, "infer", "p.png", "o.png", "--model", "./beach", "--device", "cpu")
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open("o.png")), np.asarray(Colorizer.load(run_dir).colorize(photo(40, 30))))
+
+
+def test_a_missing_bundled_model_is_one_line(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("colorize_cli.bundled.WEIGHTS", tmp_path)
+    with pytest.raises(UserError, match=re.escape(f"the bundled beach model {tmp_path / 'beach.safetensors'} is "
+                                                  "missing; reinstall colorize-gan")):
+        Colorizer.load("beach")
 
 
 @pytest.mark.parametrize("size", [(16, 16), (17, 16), (16, 97), (300, 17), (33, 33), (4000, 300)])
@@ -520,9 +557,9 @@ def test_help_has_no_line_holding_a_lone_word(capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize("command, metavars", [
-    ("infer", ["IN", "OUT", "RUN_OR_FILE"]),
-    ("evaluate", ["TARGET", "TRUTH", "RUN_OR_FILE", "FILE"]),
-    ("demo", ["OUT"]),
+    ("infer", ["IN", "OUT", "MODEL"]),
+    ("evaluate", ["TARGET", "TRUTH", "MODEL", "FILE"]),
+    ("demo", ["OUT", "MODEL"]),
 ])
 def test_help_names_arguments_in_capitals(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                                           command: str, metavars: list[str]) -> None:

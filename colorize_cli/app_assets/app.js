@@ -222,9 +222,13 @@
   const sampler = document.createElement("canvas").getContext("2d", { willReadFrequently: true });
   sampler.canvas.width = sampler.canvas.height = 1;
 
-  // The colour the model chose at a pixel, read from the colorized photo on show.
+  // The colour the model chose at a pixel of the photo, read from the colorized photo on show
+  // (a screen-size preview of it: the server scales large photos down).
   function modelColor(x, y) {
-    sampler.drawImage(colorImg, x, y, 1, 1, 0, 0, 1, 1);
+    const p = current;
+    const sx = Math.floor(((x + 0.5) * colorImg.naturalWidth) / p.width);
+    const sy = Math.floor(((y + 0.5) * colorImg.naturalHeight) / p.height);
+    sampler.drawImage(colorImg, sx, sy, 1, 1, 0, 0, 1, 1);
     const [r, g, b] = sampler.getImageData(0, 0, 1, 1).data;
     return `#${[r, g, b].map((v) => v.toString(16).padStart(2, "0")).join("")}`;
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Rebuild the bundled model (colorize_cli/weights/beach.safetensors) from ../shared/data alone,
+# Rebuild the bundled beach model (colorize_cli/weights/beach.safetensors) from ../shared/data alone,
 # with the recipe it was made with (README: "The bundled beach model"), then score it.
-# Run from the repository root:  ./setup.sh examples/make_bundled_model.sh [TIME] [TOTAL]
+# Run from the repository root:  ./setup.sh examples/make_beach_model.sh [TIME] [TOTAL]
 # TIME: the first cycle's budget (default 75m); TOTAL: the whole run's (default 2h15m, more than TIME), spent
 # by a second cycle, a resume with the larger budget: the learning rate starts again (at 0.89
 # of 2e-4 for these defaults) and falls to 0 with the clock once more (a warm restart). The
@@ -33,18 +33,7 @@ colorize train "$work/beach" --also "$work/web-beach" --also "$work/mountain" --
 # the first cycle's last epoch (README, "The bundled beach model"), on the scene photos worse.
 colorize train --resume "$work/run" --time "$total"
 
-# Keep only the generator of the last epoch and its chroma gain (the file also holds D and
-# the optimizers' state), in float16: half the bytes; loading casts it back to float32. The last
-# epoch, whatever best.safetensors holds: the learning rate has fallen to 0 with the clock, and
+# The last epoch, whatever best.safetensors holds: the learning rate has fallen to 0 with the clock, and
 # 64 validation photos are too few to rank the late epochs (README, "Which epoch is best").
-python - "$work/run/last.safetensors" colorize_cli/weights/beach.safetensors <<'PY'
-import sys
-from colorize_cli.checkpoint import load_checkpoint, save_checkpoint
-tensors, cfg, extra = load_checkpoint(sys.argv[1])
-gen = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("generator.")}
-keep = {k: extra[k] for k in ("epoch", "seconds", "chroma_gain", "train_config")}
-save_checkpoint(sys.argv[2], gen, cfg, keep)
-print(f"wrote {sys.argv[2]}: generator of epoch {extra['epoch']} (chroma gain {extra['chroma_gain']:.3f}), "
-      f"{sum(v.numel() for v in gen.values())} parameters")
-PY
-colorize evaluate "$work/beach-256/test"
+python examples/export_generator.py "$work/run/last.safetensors" colorize_cli/weights/beach.safetensors
+colorize evaluate "$work/beach-256/test" --model beach
