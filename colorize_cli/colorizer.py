@@ -169,10 +169,9 @@ class Colorizer:
 
         Hints change a photo only where they reach (`hints.given_reach`, EFFECT_SIDE): the output
         is the automatic one plus that reach times what the hints changed. A network trained on
-        L1 learns that one hint's colour says something about the whole photo's palette (one
-        hint on a red motorcycle tank turned a gray floor 400 px away orange, CIEDE2000 19), and
-        a person who puts a hint means that place. Generators from before the reach (the beach
-        model) run as they were trained."""
+        L1 learns that one hint's colour says something about the whole photo's palette, and
+        passes it on through its bottleneck; a person who puts a hint means that place.
+        Generators from before the reach (the beach model) run as they were trained."""
         x = self.network_input(items)
         planes = None
         if any(item.hints for item in items):

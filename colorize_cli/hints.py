@@ -13,8 +13,8 @@ generator reads hints as HINT_PLANES extra input planes at its working size (`pl
 - each pixel's reach: how surely some hint speaks for it, 1 - prod_k (1 - r_k), where r_k is
   a Gaussian of the distance to hint k (sigma REACH_SIDE x sqrt(H W) of the working copy):
   1 on a hint, 0 far from every hint and where there is none. Distance alone: times the
-  lightness likeness, a hint on a highlight of a shiny red tank reached no pixel beside it, and
-  the tank stayed gray; where edges stop a colour is the network's to learn.
+  lightness likeness, a hint on a highlight would reach no pixel beside it; where edges stop a
+  colour is the network's to learn.
 The network's output is a correction of the lightness-aware mean times the reach
 (`model.UNet`): near a hint it starts from the hint's colour, far from all hints from no
 colour, as in automatic mode. The plain means reach every pixel whatever the distance (with

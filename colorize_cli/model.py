@@ -227,9 +227,9 @@ class UNet(nn.Module):
     hint the starting point is the hint's colour, not something the network must learn to carry
     through every level; far from every hint the input and the starting point are automatic
     mode's, so a hint stays where it was put unless the network carries it further. (Read
-    unreached, the spreads told every pixel the nearest hint's colour: a network trained for 36
-    minutes on everyday photos changed a floor 2 m from a red hint on a motorcycle by CIEDE2000
-    22.) None given is automatic mode, the same as all-zero planes.
+    unreached, the spreads tell every pixel the nearest hint's colour, and a network learns to
+    repaint the photo with it: README, "The model".) None given is automatic mode, the same as
+    all-zero planes.
     (`cfg.local_hints` False, generators from before the reach: the guess is the mean itself,
     everywhere.)
 
