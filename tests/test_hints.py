@@ -479,6 +479,9 @@ def test_a_hint_changes_the_photo_only_where_it_reaches() -> None:
     with torch.no_grad(), autocast_bf16(x_in.device):  # as predict runs it
         hinted = colorizer.net(x_in, given_planes(item.hints, x_in).contiguous(memory_format=torch.channels_last))[0].float()
     reach = given_reach(item.hints, 32, 32)[0, 0]
+    ys, xs = torch.meshgrid(torch.arange(32.0, dtype=torch.float64), torch.arange(32.0, dtype=torch.float64), indexing="ij")
+    want = torch.exp(-((xs - 3) ** 2 + (ys - 3) ** 2) / (2 * (EFFECT_SIDE * 32) ** 2))  # one hint: its Gaussian alone
+    torch.testing.assert_close(reach, want.float(), rtol=0, atol=1e-6)
     assert EFFECT_SIDE == 2 * REACH_SIDE and reach.max() == 1
     far = reach == 0
     assert far.sum() > 100 and torch.equal(out[:, far], auto[:, far])  # the far corner
