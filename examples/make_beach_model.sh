@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled beach model (colorize_cli/weights/beach.safetensors) from ../shared/data alone,
-# with the recipe it was made with (README: "The bundled beach model"), then score it.
+# with the recipe it was made with (docs/bundled-models.md), then score it.
 # Run from the repository root:  ./setup.sh examples/make_beach_model.sh [TIME] [TOTAL]
 # TIME: the first cycle's budget (default 75m); TOTAL: the whole run's (default 2h15m, more than TIME), spent
 # by a second cycle, a resume with the larger budget: the learning rate starts again (at 0.89
@@ -26,11 +26,11 @@ colorize prep "$shared/beach-photos" "$work/beach-256" --size 256
 # Half of every epoch from the Unsplash beach photos the model is scored on, the rest from the
 # brighter web beach photos and the mountain photos (their test photos are never trained on).
 # Half the photos carry simulated hints, so automatic colorization gets half the steps: 45 minutes
-# fell 0.2 dB short of the automatic-only model of 40 minutes, 75 minutes passed it (README).
+# fell 0.2 dB short of the automatic-only model of 40 minutes, 75 minutes passed it (docs/bundled-models.md).
 colorize train "$work/beach" --also "$work/web-beach" --also "$work/mountain" --mix 5,3,2 \
     --size 192 --width 32 --time "$budget" --device cpu --out "$work/run"
 # The second cycle: on the held-out beach, web beach and landscape photos it scored better than
-# the first cycle's last epoch (README, "The bundled beach model"), on the scene photos worse.
+# the first cycle's last epoch (docs/bundled-models.md), on the scene photos worse.
 colorize train --resume "$work/run" --time "$total"
 
 # The last epoch, whatever best.safetensors holds: the learning rate has fallen to 0 with the clock, and

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the bundled general model (colorize_cli/weights/general.safetensors) from ../shared/data
-# alone, with the recipe it was made with (README: "The bundled models"), then score it.
+# alone, with the recipe it was made with (docs/bundled-models.md), then score it.
 # Run from the repository root:  ./setup.sh examples/make_general_model.sh [END ...]
 # Each END (default: 2h) is where a cycle of the learning rate ends, in training time: the first
 # cycle starts the run, each later one resumes it with the larger budget (the rate starts again
@@ -33,7 +33,7 @@ ends=()
 for end in "$@"; do ends+=("$(seconds "$end")"); done  # a malformed END stops the script here
 
 # 60% of every epoch from general-photos, 10% from each outdoor set. The chroma gain aims at half
-# the truth's colourfulness (README: "The bundled models"), not the beach model's 0.8.
+# the truth's colourfulness (docs/bundled-models.md), not the beach model's 0.8.
 for i in "${!ends[@]}"; do
     end=$1; shift
     if [ ! -f "$run/config.json" ]; then
@@ -50,6 +50,6 @@ done
 # standard errors). On the run's 64 validation photos every step of gain cost colour error
 # (CIEDE2000 10.82, 10.90, 11.05, 11.33, 11.65 at gains 1, 1.1, 1.25, 1.5, 1.75; gray 10.90):
 # 1.1 is the most colour this network gives without a larger colour error than the gray photo's
-# (README: "The bundled models"). GAIN overrides it for a retrained network.
+# (docs/bundled-models.md). GAIN overrides it for a retrained network.
 python examples/export_generator.py "$run/last.safetensors" colorize_cli/weights/general.safetensors "${GAIN:-1.1}"
 colorize evaluate "$work/general-256/test" --model general
